@@ -1,0 +1,125 @@
+"""Finds injector parameters in a safetensors checkpoint and reports whether the condition is used.
+
+An injector whose output projection (or gate) has a norm near 0, or whose output scale is near 0, adds nothing:
+the model ignores its condition. Recognized parameter names (kinema's and the reference designs'):
+
+    <prefix>.adaLN_modulation.1.weight/bias   adaln_zero   per-chunk norms (shift/scale/gate ...)
+    <prefix>.action_to_tmod.weight            adaln_tmod   per-chunk norms of the 6 x D rows
+    <prefix>.to_gamma_beta.weight/bias        film         norms of the gamma-delta and beta halves
+    <prefix>.to_residual.weight               residual
+    <prefix>.action_to_residual.weight        residual
+    <prefix>.o_proj.weight (+ v_proj)         cross_attn   norm of the value path o_proj @ v_proj
+    <prefix>.output_scale                     the group's learnable scale(s), one per layer
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ._adaln import MODULATION_CHUNKS
+
+_SUFFIXES = {
+    "adaLN_modulation.1.weight": "adaln_zero",
+    "action_to_tmod.weight": "adaln_tmod",
+    "to_gamma_beta.weight": "film",
+    "to_residual.weight": "residual",
+    "action_to_residual.weight": "residual",
+    "o_proj.weight": "cross_attn",
+}
+INACTIVE_BELOW = 1e-6
+
+
+@dataclass
+class InjectorReport:
+    """One injector found in a checkpoint. ``norms`` maps a part (e.g. ``gate_attn``) to its Frobenius norm."""
+
+    name: str
+    kind: str
+    num_parameters: int
+    norms: dict[str, float]
+    output_scales: list[float] = field(default_factory=list)
+
+    @property
+    def contribution(self) -> float:
+        """How large the injected signal can be: the effective norm times the largest |output scale|."""
+        gates = [v for k, v in self.norms.items() if k.startswith("gate")]
+        strength = max(gates) if gates else max(self.norms.values(), default=0.0)
+        if self.output_scales:
+            strength *= max(abs(s) for s in self.output_scales)
+        return strength
+
+    @property
+    def active(self) -> bool:
+        return self.contribution > INACTIVE_BELOW
+
+
+def _chunk_norms(weight: torch.Tensor, bias: torch.Tensor | None, chunks: int) -> dict[str, float]:
+    names = MODULATION_CHUNKS if chunks == len(MODULATION_CHUNKS) else [f"chunk{i}" for i in range(chunks)]
+    rows = weight.float().chunk(chunks, dim=0)
+    biases = bias.float().chunk(chunks, dim=0) if bias is not None else [None] * chunks
+    return {
+        n: math.sqrt(float(w.pow(2).sum()) + (float(b.pow(2).sum()) if b is not None else 0.0))
+        for n, w, b in zip(names, rows, biases)
+    }
+
+
+def inspect_checkpoint(path: str | Path) -> list[InjectorReport]:
+    """Reports every injector found in the safetensors file at ``path`` (raises FileNotFoundError/ValueError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no file at {path}")
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise ValueError(f"checkpoint: {path} is not a readable safetensors file ({error})") from None
+    with handle as f:
+        keys = set(f.keys())
+
+        def get(key: str) -> torch.Tensor | None:
+            return f.get_tensor(key) if key in keys else None
+
+        reports = []
+        for key in sorted(keys):
+            kind = next((k for s, k in _SUFFIXES.items() if key == s or key.endswith("." + s)), None)
+            if kind is None:
+                continue
+            suffix = next(s for s in _SUFFIXES if key == s or key.endswith("." + s))
+            prefix = key[: -len(suffix)].rstrip(".")
+            join = (lambda s, p=prefix: f"{p}.{s}" if p else s)  # noqa: E731
+            weight = f.get_tensor(key)
+            bias = get(key.removesuffix("weight") + "bias")
+            params = weight.numel() + (bias.numel() if bias is not None else 0)
+            if kind == "adaln_zero":
+                norms = _chunk_norms(weight, bias, _chunks_of(weight))
+            elif kind == "adaln_tmod":
+                norms = _chunk_norms(weight, bias, weight.shape[0] // weight.shape[1])
+            elif kind == "film":
+                half = _chunk_norms(weight, bias, 2)
+                norms = {"gamma_delta": half["chunk0"], "beta": half["chunk1"]}
+            elif kind == "cross_attn":
+                value = get(join("v_proj.weight"))
+                if value is not None:
+                    params += value.numel()
+                    norms = {"value_path": float(torch.linalg.matrix_norm(weight.float() @ value.float()))}
+                else:
+                    norms = {"o_proj": float(weight.float().norm())}
+            else:
+                norms = {"projection": _chunk_norms(weight, bias, 1)["chunk0"]}
+            scale = get(join("output_scale"))
+            scales = [] if scale is None else [float(s) for s in scale.float().flatten()]
+            reports.append(InjectorReport(prefix or "(root)", kind, params, norms, scales))
+    return reports
+
+
+def _chunks_of(weight: torch.Tensor) -> int:
+    """adaLN_modulation predicts num_chunks * D rows and D is not stored: assume DiT's 6 chunks when 6 divides."""
+    return 6 if weight.shape[0] % 6 == 0 else 1
+
+
+def reports_as_dicts(reports: list[InjectorReport]) -> list[dict]:
+    return [asdict(r) | {"contribution": r.contribution, "active": r.active} for r in reports]
