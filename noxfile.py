@@ -106,6 +106,8 @@ def build(session: nox.Session) -> None:
             external=True,
         )  # fmt: skip
         module = f"kinema.{name}"
-        session.run(python, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True)
+        session.run(
+            python, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True
+        )
         for script in project.get("scripts", {}):
             session.run(str(venv / "bin" / script), "--help", external=True, silent=True)

@@ -34,7 +34,9 @@ class ActionEncoder(nn.Module):
         super().__init__()
         scale = [1.0] * num_actions if magnitude_scale is None else [float(s) for s in magnitude_scale]
         if len(scale) != num_actions:
-            raise ValueError(f"magnitude_scale: expected {num_actions} values (one per action), got {len(scale)}")
+            raise ValueError(
+                f"magnitude_scale: expected {num_actions} values (one per action), got {len(scale)}"
+            )
         self.num_actions = num_actions
         self.hidden_dim = hidden_dim
         self.num_frames = num_frames

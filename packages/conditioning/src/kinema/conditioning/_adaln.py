@@ -68,7 +68,9 @@ class AdaLNZero(nn.Module):
             nn.init.zeros_(self.adaLN_modulation[1].bias)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        check_tensor("cond", cond, f"(B, {self.cond_dim}) or (B, F, {self.cond_dim})", (2, 3), {-1: self.cond_dim})
+        check_tensor(
+            "cond", cond, f"(B, {self.cond_dim}) or (B, F, {self.cond_dim})", (2, 3), {-1: self.cond_dim}
+        )
         if cond.ndim == 2:
             cond = cond.unsqueeze(1)  # (B, 1, Dc)
         out = self.adaLN_modulation(cond)  # (B, F, C*D)

@@ -27,7 +27,9 @@ def check_tensor(
     if value.ndim not in allowed:
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")
     if not value.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor of shape {expected}, got dtype {value.dtype}")
+        raise ValueError(
+            f"{name}: expected a floating-point tensor of shape {expected}, got dtype {value.dtype}"
+        )
     for dim, size in (sizes or {}).items():
         if value.shape[dim] != size:
             raise ValueError(f"{name}: expected shape {expected}, got {tuple(value.shape)}")

@@ -3,18 +3,23 @@
 Frames are folded into the batch, (B*F, HW, ...) queries against (B*F, K, ...) keys, so the cost is that of
 F small attentions; no dense (F*HW) x (F*K) mask is ever built.
 
-Two facts make it cheap at video-model widths (D = 3072, 8,190 tokens):
+Three facts make it cheap at video-model widths (D = 3072, 8,190 tokens):
 
 * K = 1: a softmax over one key is 1, so every query of frame f receives exactly v_f and the layer reduces to
   a per-frame residual x + scale * o_proj(v_proj(cond_f)). Queries, keys and their norms drop out, and no
   projection of any token is computed. Use K > 1 (a window of neighbouring frames' actions, several actions
   per latent frame) when the attention itself should mean something.
-* K > 1: the output projection is linear, so it is applied to the K values before the attention:
-  u_{h,k} = W_o[:, head h] v_{h,k} (D-wide, one per head and key), and out = sum_{h,k} p_{h,k} u_{h,k}
-  is one (HW, H*K) x (H*K, D) product per frame. The only per-token projection left is the query, and
-  ``attn_dim`` narrows it (e.g. 768 at D = 3072). Because each head's weights meet D-wide pre-projected
-  values, the softmax is written out (it is over K <= a few keys, an (HW, H, K) tensor) rather than
-  calling ``scaled_dot_product_attention``, which would have to emit (H, HW, D) per frame.
+* K > 1, values: the output projection is linear, so it is applied to the K values before the attention:
+  u_{h,k} = scale * W_o[:, head h] v_{h,k} (D-wide, one per head and key), and x + out = x + sum_{h,k} p_{h,k}
+  u_{h,k} is one ``baddbmm`` per frame, (HW, H*K) x (H*K, D) added onto x: no per-token output projection.
+* K > 1, logits: RMSNorm(q)_h . k_{h,k} = r_h * (q_h . (w_q * k_{h,k})) with r_h = rsqrt(mean(q_h^2) + eps), so
+  the normalized queries are never written: the per-head keys (times the q-norm weight and 1/sqrt(head_dim))
+  form a block-diagonal (A, H*K) matrix per frame and all logits are one (HW, A) x (A, H*K) product, scaled by
+  r per token and head. The query projection is the only per-token projection left; ``attn_dim`` narrows it.
+
+The softmax is over K (a handful of keys), an (HW, H, K) tensor, written out rather than calling
+``scaled_dot_product_attention``: SDPA would have to return head-dim values and pay the per-token output
+projection, or D-wide values per head, (H, HW, D) per frame.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ._checks import (
     check_same_dtype,
     check_tensor,
 )
+from ._frame_attention_kernel import FoldedFrameAttention
 from ._frames import add_per_frame
 
 
@@ -67,28 +73,61 @@ def per_frame_cross_attention(
             delta = F.dropout(delta, dropout)
         return add_per_frame(x, delta, scale)
 
+    if q_proj.bias is not None:
+        raise ValueError("q_proj: the per-frame attention expects a query projection without bias")
     attn_dim = q_proj.out_features
     head_dim = attn_dim // num_heads
     bf = batch * frames
-    q = q_norm(q_proj(x).view(bf, hw, num_heads, head_dim))  # (B*F, HW, H, hd)
     k = k_norm(k_proj(cond).view(bf, keys, num_heads, head_dim))  # (B*F, K, H, hd)
     v = v_proj(cond).view(bf, keys, num_heads, head_dim)  # (B*F, K, H, hd)
-    w_o = o_proj.weight.view(dim, num_heads, head_dim)  # (D, H, hd)
-    values = torch.einsum("bkhe,dhe->bhkd", v, w_o.to(v.dtype))  # (B*F, H, K, D): o_proj applied per head
-    logits = torch.einsum("bnhe,bkhe->bnhk", q, k).float() * head_dim**-0.5  # (B*F, HW, H, K)
-    if cond_mask is not None:
-        mask = cond_mask.expand(batch, frames, keys).reshape(bf, 1, 1, keys)
-        logits = logits.masked_fill(~mask, float("-inf"))
-    probs = logits.softmax(dim=-1).to(values.dtype)
+    q_weight, q_eps = _rms_norm_parameters(q_norm, k)
+    # Keys, with the q-norm weight and 1/sqrt(hd) folded in, laid out block-diagonally: (B*F, A, H*K) with
+    # key_blocks[b, (h, e), (h, k)] = k[b, k, h, e] and zeros off the diagonal blocks.
+    k = k * (q_weight.to(k.dtype) * head_dim**-0.5)
+    heads = torch.arange(num_heads, device=k.device)
+    key_blocks = k.new_zeros(bf, num_heads, head_dim, num_heads, keys)
+    key_blocks[:, heads, :, heads, :] = k.permute(2, 0, 3, 1)  # advanced indices first: (H, B*F, hd, K)
+    key_blocks = key_blocks.view(bf, attn_dim, num_heads * keys)
+    # Values through the output projection, per head: (H, B*F*K, hd) @ (H, hd, D), a strided view of W_o.
+    w_o = o_proj.weight.view(dim, num_heads, head_dim).permute(1, 2, 0)  # (H, hd, D)
+    v = v.permute(2, 0, 1, 3).reshape(num_heads, bf * keys, head_dim)  # (H, B*F*K, hd)
+    values = torch.bmm(v, w_o.to(v.dtype)).view(num_heads, bf, keys, dim)  # (H, B*F, K, D)
+    values = values.transpose(0, 1).reshape(bf, num_heads * keys, dim)  # (B*F, H*K, D)
+    mask = None if cond_mask is None else cond_mask.expand(batch, frames, keys).reshape(bf, 1, 1, keys)
+    keep = None
     if dropout > 0:
-        probs = F.dropout(probs, dropout)
-    out = torch.bmm(probs.view(bf, hw, num_heads * keys), values.reshape(bf, num_heads * keys, dim))  # (B*F, HW, D)
+        keep = torch.empty(bf, hw, num_heads * keys, device=x.device, dtype=x.dtype).bernoulli_(1 - dropout)
+        keep = keep / (1 - dropout)
+    if scale is None:
+        scale = 1.0
+    if not isinstance(scale, torch.Tensor):
+        scale = torch.tensor(float(scale), device=x.device)
+    out = FoldedFrameAttention.apply(
+        x.view(bf, hw, dim),
+        q_proj.weight.to(x.dtype),
+        key_blocks.to(x.dtype),
+        values.to(x.dtype),
+        scale,
+        mask,
+        keep,
+        num_heads,
+        q_eps,
+    )  # (B*F, HW, D) = x + scale * attention
     if o_proj.bias is not None:
-        out = out + o_proj.bias
-    out = out.view(batch, tokens, dim)
-    if scale is not None:
-        out = out * scale
-    return x + out.to(x.dtype)
+        out = out + (o_proj.bias * scale).to(x.dtype)
+    return out.view(batch, tokens, dim)
+
+
+def _rms_norm_parameters(norm: nn.Module, k: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+    """(weight, eps) of the query RMSNorm over the head dim (k's last dim); (ones, None) for Identity."""
+    ones = torch.ones(k.shape[-1], device=k.device, dtype=k.dtype)
+    if isinstance(norm, nn.Identity):
+        return ones, None
+    if isinstance(norm, nn.RMSNorm):
+        weight = norm.weight if norm.weight is not None else ones
+        eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
+        return weight, eps
+    raise ValueError(f"q_norm: expected nn.RMSNorm or nn.Identity, got {type(norm).__name__}")
 
 
 class PerFrameCrossAttention(nn.Module):
@@ -137,7 +176,9 @@ class PerFrameCrossAttention(nn.Module):
         self.o_proj = nn.Linear(attn_dim, hidden_dim, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
-        self.output_scale = None if initial_scale is None else nn.Parameter(torch.tensor(float(initial_scale)))
+        self.output_scale = (
+            None if initial_scale is None else nn.Parameter(torch.tensor(float(initial_scale)))
+        )
 
     def forward(
         self,
@@ -166,7 +207,9 @@ class PerFrameCrossAttention(nn.Module):
                 )
         if scale is None:
             if self.output_scale is None:
-                raise ValueError("scale: this layer was built with initial_scale=None, so forward needs scale")
+                raise ValueError(
+                    "scale: this layer was built with initial_scale=None, so forward needs scale"
+                )
             scale = self.output_scale
         return per_frame_cross_attention(
             x,

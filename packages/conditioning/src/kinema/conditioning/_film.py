@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_batch, check_same_device, check_tensor
+from ._checks import check_batch, check_module_inputs, check_same_device, check_tensor
 
 
 class FiLM(nn.Module):
@@ -14,8 +14,9 @@ class FiLM(nn.Module):
     forward(x, cond) -> gamma * x + beta, gamma = 1 + delta.
     - conv feature maps: x (B, C, H, W) (any trailing spatial dims), ``channel_dim=1``;
     - token tensors: x (B, N, C), ``channel_dim=-1``; here cond may also be per token, (B, N, Dc).
-    cond: (B, Dc). The arithmetic runs in fp32 and the result has x's dtype, so a bf16 gamma near 1 does not
-    round small deltas away.
+    cond: (B, Dc). Computed as x + (x * delta + beta) in x's dtype: the small correction is formed on its own
+    before it meets x, so a bf16 ``1 + delta`` never rounds small deltas away, and no fp32 copy of a large
+    feature map is made.
     """
 
     def __init__(self, cond_dim: int, num_features: int, channel_dim: int = 1):
@@ -37,15 +38,20 @@ class FiLM(nn.Module):
             check_tensor("cond", cond, f"(B, {self.cond_dim})", 2, {-1: self.cond_dim})
         else:
             check_tensor("x", x, f"(B, N, {c})", 3, {-1: c})
-            check_tensor("cond", cond, f"(B, {self.cond_dim}) or (B, N, {self.cond_dim})", (2, 3), {-1: self.cond_dim})
+            check_tensor(
+                "cond", cond, f"(B, {self.cond_dim}) or (B, N, {self.cond_dim})", (2, 3), {-1: self.cond_dim}
+            )
             if cond.ndim == 3 and cond.shape[1] != x.shape[1]:
-                raise ValueError(f"cond: expected (B, {x.shape[1]}, {self.cond_dim}) per token, got {tuple(cond.shape)}")
+                raise ValueError(
+                    f"cond: expected (B, {x.shape[1]}, {self.cond_dim}) per token, got {tuple(cond.shape)}"
+                )
         check_batch("cond", cond, x.shape[0], f"(B={x.shape[0]}, {self.cond_dim})")
         check_same_device(("x", "cond"), x, cond)
+        check_module_inputs(self, ("cond", cond))
 
-        delta, beta = self.to_gamma_beta(cond).float().chunk(2, dim=-1)  # (B, [N,] C) each
+        delta, beta = self.to_gamma_beta(cond).to(x.dtype).chunk(2, dim=-1)  # (B, [N,] C) each
         if self.channel_dim == 1:
             shape = (x.shape[0], c) + (1,) * (x.ndim - 2)  # (B, C, 1, 1)
         else:
             shape = (x.shape[0], -1 if cond.ndim == 3 else 1, c)  # (B, N or 1, C)
-        return (x.float() * (1 + delta.view(shape)) + beta.view(shape)).to(x.dtype)
+        return x + torch.addcmul(beta.view(shape), x, delta.view(shape))  # (1 + delta) * x + beta

@@ -18,7 +18,9 @@ def frames_view(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return x.view(batch, num_frames, hw, dim)
 
 
-def add_per_frame(x: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor | float | None = None) -> torch.Tensor:
+def add_per_frame(
+    x: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor | float | None = None
+) -> torch.Tensor:
     """x + scale * delta[frame of each token].
 
     x: (B, F*HW, D) tokens, frame-major. delta: (B, F, D). scale: a scalar (tensor or float) or None (1).

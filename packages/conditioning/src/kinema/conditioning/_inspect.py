@@ -68,6 +68,29 @@ def _chunk_norms(weight: torch.Tensor, bias: torch.Tensor | None, chunks: int) -
     }
 
 
+def _match(key: str) -> tuple[str, str] | None:
+    """(prefix, kind) when ``key`` names an injector's main weight, else None."""
+    for suffix, kind in _SUFFIXES.items():
+        if key == suffix or key.endswith("." + suffix):
+            return key[: -len(suffix)].rstrip("."), kind
+    return None
+
+
+def _norms(
+    kind: str, weight: torch.Tensor, bias: torch.Tensor | None, value: torch.Tensor | None
+) -> dict[str, float]:
+    if kind == "adaln_zero":
+        return _chunk_norms(weight, bias, _chunks_of(weight))
+    if kind == "adaln_tmod":  # (6 * D, D)
+        return _chunk_norms(weight, bias, weight.shape[0] // weight.shape[1])
+    if kind == "film":
+        halves = _chunk_norms(weight, bias, 2)
+        return {"gamma_delta": halves["chunk0"], "beta": halves["chunk1"]}
+    if kind == "cross_attn" and value is not None:
+        return {"value_path": float(torch.linalg.matrix_norm(weight.float() @ value.float()))}
+    return {"projection": _chunk_norms(weight, bias, 1)["chunk0"]}
+
+
 def inspect_checkpoint(path: str | Path) -> list[InjectorReport]:
     """Reports every injector found in the safetensors file at ``path`` (raises FileNotFoundError/ValueError)."""
     path = Path(path)
@@ -77,42 +100,28 @@ def inspect_checkpoint(path: str | Path) -> list[InjectorReport]:
         handle = safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises its own error types for a damaged header
         raise ValueError(f"checkpoint: {path} is not a readable safetensors file ({error})") from None
+    reports = []
     with handle as f:
         keys = set(f.keys())
 
         def get(key: str) -> torch.Tensor | None:
             return f.get_tensor(key) if key in keys else None
 
-        reports = []
         for key in sorted(keys):
-            kind = next((k for s, k in _SUFFIXES.items() if key == s or key.endswith("." + s)), None)
-            if kind is None:
+            match = _match(key)
+            if match is None:
                 continue
-            suffix = next(s for s in _SUFFIXES if key == s or key.endswith("." + s))
-            prefix = key[: -len(suffix)].rstrip(".")
-            join = (lambda s, p=prefix: f"{p}.{s}" if p else s)  # noqa: E731
+            prefix, kind = match
+            sibling = lambda name, p=prefix: f"{p}.{name}" if p else name  # noqa: E731
             weight = f.get_tensor(key)
             bias = get(key.removesuffix("weight") + "bias")
-            params = weight.numel() + (bias.numel() if bias is not None else 0)
-            if kind == "adaln_zero":
-                norms = _chunk_norms(weight, bias, _chunks_of(weight))
-            elif kind == "adaln_tmod":
-                norms = _chunk_norms(weight, bias, weight.shape[0] // weight.shape[1])
-            elif kind == "film":
-                half = _chunk_norms(weight, bias, 2)
-                norms = {"gamma_delta": half["chunk0"], "beta": half["chunk1"]}
-            elif kind == "cross_attn":
-                value = get(join("v_proj.weight"))
-                if value is not None:
-                    params += value.numel()
-                    norms = {"value_path": float(torch.linalg.matrix_norm(weight.float() @ value.float()))}
-                else:
-                    norms = {"o_proj": float(weight.float().norm())}
-            else:
-                norms = {"projection": _chunk_norms(weight, bias, 1)["chunk0"]}
-            scale = get(join("output_scale"))
+            value = get(sibling("v_proj.weight")) if kind == "cross_attn" else None
+            params = sum(t.numel() for t in (weight, bias, value) if t is not None)
+            scale = get(sibling("output_scale"))
             scales = [] if scale is None else [float(s) for s in scale.float().flatten()]
-            reports.append(InjectorReport(prefix or "(root)", kind, params, norms, scales))
+            reports.append(
+                InjectorReport(prefix or "(root)", kind, params, _norms(kind, weight, bias, value), scales)
+            )
     return reports
 
 

@@ -30,7 +30,9 @@ def select_layers(spec: str | int | Iterable[int] | None, num_layers: int) -> tu
         try:
             layers = [int(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise ValueError(f"layers: expected 'all', 'every:k' or comma-separated indices, got {spec!r}") from None
+            raise ValueError(
+                f"layers: expected 'all', 'every:k' or comma-separated indices, got {spec!r}"
+            ) from None
     elif isinstance(spec, int):
         raise ValueError(f"layers: an int is ambiguous; write [{spec}] or 'every:{spec}'")
     else:

@@ -23,7 +23,9 @@ class ResidualInjector(nn.Module):
         self.hidden_dim = hidden_dim
         self.cond_dim = cond_dim
         self.to_residual = nn.Linear(cond_dim, hidden_dim, bias=False)
-        self.output_scale = None if initial_scale is None else nn.Parameter(torch.tensor(float(initial_scale)))
+        self.output_scale = (
+            None if initial_scale is None else nn.Parameter(torch.tensor(float(initial_scale)))
+        )
 
     def forward(
         self,
@@ -43,6 +45,8 @@ class ResidualInjector(nn.Module):
         check_module_inputs(self, ("cond", cond))
         if scale is None:
             if self.output_scale is None:
-                raise ValueError("scale: this layer was built with initial_scale=None, so forward needs scale")
+                raise ValueError(
+                    "scale: this layer was built with initial_scale=None, so forward needs scale"
+                )
             scale = self.output_scale
         return add_per_frame(x, self.to_residual(cond), scale)  # (B, F*HW, D)

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.safetensors")
-    inspect.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON to REPORT")
+    inspect.add_argument(
+        "--json", type=Path, metavar="REPORT", help="also write the report as JSON to REPORT"
+    )
     return parser
 
 
@@ -66,7 +68,9 @@ def _inspect(args: argparse.Namespace) -> int:
     for r in reports:
         norms = ", ".join(f"{k}={v:.4g}" for k, v in r.norms.items())
         state = "" if r.active else "   <- inactive: the condition has no effect"
-        print(f"{r.name:<40} {r.kind:<11} {r.num_parameters:>10}  {_format_scales(r.output_scales):<34} {norms}{state}")
+        print(
+            f"{r.name:<40} {r.kind:<11} {r.num_parameters:>10}  {_format_scales(r.output_scales):<34} {norms}{state}"
+        )
     inactive = sum(not r.active for r in reports)
     print(f"\n{len(reports)} injector(s), {inactive} inactive")
     if args.json is not None:
