@@ -1,0 +1,86 @@
+"""Rectified-flow training objective with Wan's shifted sigmas, taken from diffusers' flow-matching scheduler.
+
+    x_t = (1 - sigma) * x0 + sigma * noise,     target = noise - x0,     timestep = 1000 * sigma
+
+Sigmas are the 1000 training sigmas of ``FlowMatchEulerDiscreteScheduler(shift=5.0)`` (descending: index 0 is
+pure noise). ``min_timestep_boundary`` / ``max_timestep_boundary`` select the index range [min * 1000,
+max * 1000) of that descending list, as in the reference training script (e.g. 0..0.417 trains only the
+high-noise part). Loss weighting comes from diffusers' ``compute_loss_weighting_for_sd3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+from ._first_frame import fuse_first_frame, token_timesteps
+
+WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
+
+
+@dataclass(frozen=True)
+class FlowMatchingBatch:
+    """Everything one training step needs. Shapes: latents (B, C, F, h, w), timesteps (B, F*HW)."""
+
+    noisy: torch.Tensor
+    target: torch.Tensor
+    timesteps: torch.Tensor
+    sigmas: torch.Tensor  # (B,)
+    weights: torch.Tensor  # (B,)
+
+
+class FlowMatchingObjective:
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        shift: float = 5.0,
+        min_timestep_boundary: float = 0.0,
+        max_timestep_boundary: float = 1.0,
+        weighting: str = "none",
+    ):
+        if not 0.0 <= min_timestep_boundary < max_timestep_boundary <= 1.0:
+            raise ValueError(
+                "min_timestep_boundary/max_timestep_boundary: expected 0 <= min < max <= 1, "
+                f"got {min_timestep_boundary}, {max_timestep_boundary}"
+            )
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
+        scheduler.set_timesteps(num_train_timesteps)
+        self.sigmas = scheduler.sigmas[:-1].float()  # (N,) descending, the final 0 dropped
+        self.num_train_timesteps = num_train_timesteps
+        self.low = int(min_timestep_boundary * num_train_timesteps)
+        self.high = max(self.low + 1, int(max_timestep_boundary * num_train_timesteps))
+        self.weighting = weighting
+
+    def sample_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        index = torch.randint(self.low, self.high, (batch,), generator=generator)
+        return self.sigmas[index]
+
+    def prepare(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        sigmas: torch.Tensor,
+        tokens_per_frame: int,
+    ) -> FlowMatchingBatch:
+        """latents, noise (B, C, F, h, w), sigmas (B,) -> noisy input with clean frame 0, target, token timesteps."""
+        sigma = sigmas.to(latents.device, torch.float32).view(-1, 1, 1, 1, 1)
+        noisy = ((1 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
+        noisy = fuse_first_frame(noisy, latents[:, :, :1])
+        target = (noise.float() - latents.float()).to(latents.dtype)
+        timesteps = token_timesteps(sigmas * self.num_train_timesteps, latents.shape[2], tokens_per_frame)
+        weights = compute_loss_weighting_for_sd3(self.weighting, sigmas.float())
+        return FlowMatchingBatch(
+            noisy, target, timesteps.to(latents.device), sigmas, weights.to(latents.device)
+        )
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, batch: FlowMatchingBatch) -> torch.Tensor:
+        """Weighted MSE over latent frames 1.. (frame 0 is the given image and is excluded)."""
+        error = (prediction.float()[:, :, 1:] - batch.target.float()[:, :, 1:]).pow(2)
+        per_sample = error.mean(dim=(1, 2, 3, 4))  # (B,)
+        return (per_sample * batch.weights.float()).mean()

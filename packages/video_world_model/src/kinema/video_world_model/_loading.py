@@ -1,0 +1,331 @@
+"""Loading Wan components and trained action controllers from local directories (never the network).
+
+Model directories, either layout:
+
+- diffusers: ``model_index.json`` with ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``;
+- the original Wan release: ``config.json`` + ``diffusion_pytorch_model*.safetensors`` (converted with diffusers'
+  own key mapping), ``Wan2.2_VAE.pth`` (read with ``torch.load(weights_only=True)`` and diffusers' VAE key mapping,
+  where that mapping covers it), ``models_t5_umt5-xxl-enc-bf16.pth`` (diffusers and transformers cannot read this
+  file: pass ``text_encoder_path`` to a transformers UMT5 directory) and ``google/umt5-xxl/`` (the tokenizer).
+
+Controller directories: ``action_train_config.json`` + ``action_controller.safetensors`` (+ ``lora.safetensors``),
+as ``kinema-wm train`` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import AutoencoderKLWan, SchedulerMixin, UniPCMultistepScheduler, WanTransformer3DModel
+from diffusers.loaders.single_file_utils import (
+    convert_wan_transformer_to_diffusers,
+    convert_wan_vae_to_diffusers,
+)
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, UMT5EncoderModel
+
+from ._controller import ACTION_CONTROLLER_CONFIGS, WanActionController
+from ._pipeline import WanActionPipeline
+
+TRAIN_CONFIG = "action_train_config.json"
+CONTROLLER_WEIGHTS = "action_controller.safetensors"
+LORA_WEIGHTS = "lora.safetensors"
+DIFFUSERS_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+WAN22_VAE_CONFIG = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "z_dim": 48,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_spatial": 16,
+    "scale_factor_temporal": 4,
+}
+
+
+class ModelFileError(FileNotFoundError):
+    """A model or controller directory lacks a file it needs; the message names the file."""
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ModelFileError(f"{what}: {path} does not exist")
+    return path
+
+
+def detect_layout(model_dir: str | os.PathLike) -> str:
+    """'diffusers' (model_index.json) or 'original' (diffusion_pytorch_model*.safetensors); else a clear error."""
+    root = _require(Path(model_dir), "model_dir")
+    if (root / "model_index.json").is_file():
+        return "diffusers"
+    if any(root.glob("diffusion_pytorch_model*.safetensors")):
+        return "original"
+    raise ModelFileError(
+        f"model_dir: {root} holds neither model_index.json (diffusers layout) nor "
+        "diffusion_pytorch_model*.safetensors (original Wan layout)"
+    )
+
+
+def _load_diffusers_components(root: Path, dtype: torch.dtype) -> dict[str, Any]:
+    for name in DIFFUSERS_COMPONENTS:
+        _require(root / name, f"model_dir component {name!r}")
+    scheduler_config = json.loads(
+        _require(root / "scheduler" / "scheduler_config.json", "scheduler").read_text()
+    )
+    scheduler_cls = getattr(diffusers, scheduler_config.get("_class_name", ""), None)
+    if scheduler_cls is None or not issubclass(scheduler_cls, SchedulerMixin):
+        raise ValueError(
+            f"scheduler: unknown class {scheduler_config.get('_class_name')!r} in {root / 'scheduler'}"
+        )
+    local = {"local_files_only": True}
+    return {
+        "transformer": WanTransformer3DModel.from_pretrained(
+            root, subfolder="transformer", torch_dtype=dtype, **local
+        ),
+        "vae": AutoencoderKLWan.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **local),
+        "text_encoder": UMT5EncoderModel.from_pretrained(
+            root, subfolder="text_encoder", dtype=dtype, **local
+        ),
+        "tokenizer": AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **local),
+        "scheduler": scheduler_cls.from_pretrained(root, subfolder="scheduler", **local),
+    }
+
+
+def _original_transformer_config(root: Path) -> dict[str, Any]:
+    """The original Wan config.json -> WanTransformer3DModel arguments (Wan2.2-TI2V-5B values where absent)."""
+    raw = json.loads(_require(root / "config.json", "original Wan config").read_text())
+    dim, heads = raw.get("dim", 3072), raw.get("num_heads", 24)
+    return {
+        "patch_size": tuple(raw.get("patch_size", (1, 2, 2))),
+        "num_attention_heads": heads,
+        "attention_head_dim": dim // heads,
+        "in_channels": raw.get("in_dim", 48),
+        "out_channels": raw.get("out_dim", 48),
+        "text_dim": raw.get("text_dim", 4096),
+        "freq_dim": raw.get("freq_dim", 256),
+        "ffn_dim": raw.get("ffn_dim", 14336),
+        "num_layers": raw.get("num_layers", 30),
+        "eps": raw.get("eps", 1e-6),
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+    }
+
+
+def _load_original_components(
+    root: Path,
+    dtype: torch.dtype,
+    text_encoder_path: Path | None,
+    tokenizer_path: Path | None,
+    vae_path: Path | None,
+) -> dict[str, Any]:
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(root.glob("diffusion_pytorch_model*.safetensors")):
+        state.update(load_file(str(shard)))
+    transformer = WanTransformer3DModel(**_original_transformer_config(root))
+    converted = convert_wan_transformer_to_diffusers(state)
+    missing, unexpected = transformer.load_state_dict(converted, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"original transformer in {root}: diffusers' key mapping left missing keys {missing[:5]} and "
+            f"unexpected keys {unexpected[:5]}"
+        )
+    if vae_path is not None:
+        vae = AutoencoderKLWan.from_pretrained(
+            _require(vae_path, "vae_path"), torch_dtype=torch.float32, local_files_only=True
+        )
+    else:
+        vae = _original_vae(_require(root / "Wan2.2_VAE.pth", "original Wan VAE"))
+    if text_encoder_path is None:
+        raise ModelFileError(
+            f"text encoder: {root / 'models_t5_umt5-xxl-enc-bf16.pth'} is in the original T5 format, which neither "
+            "diffusers nor transformers reads; pass text_encoder_path (--text_encoder_path) to a transformers "
+            "UMT5 directory"
+        )
+    tokenizer_dir = tokenizer_path or root / "google" / "umt5-xxl"
+    return {
+        "transformer": transformer.to(dtype),
+        "vae": vae,
+        "text_encoder": UMT5EncoderModel.from_pretrained(
+            _require(Path(text_encoder_path), "text_encoder_path"), dtype=dtype, local_files_only=True
+        ),
+        "tokenizer": AutoTokenizer.from_pretrained(
+            _require(tokenizer_dir, "tokenizer"), local_files_only=True
+        ),
+        "scheduler": UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+    }
+
+
+def _original_vae(vae_file: Path) -> AutoencoderKLWan:
+    vae = AutoencoderKLWan(**WAN22_VAE_CONFIG)
+    vae_state = convert_wan_vae_to_diffusers(torch.load(vae_file, map_location="cpu", weights_only=True))
+    missing, unexpected = vae.load_state_dict(vae_state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{vae_file}: diffusers' single-file Wan VAE key mapping does not cover this checkpoint "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys); pass vae_path (--vae_path) to a VAE in the "
+            "diffusers layout (a folder with config.json and diffusion_pytorch_model.safetensors)"
+        )
+    return vae
+
+
+def load_wan_components(
+    model_dir: str | os.PathLike,
+    torch_dtype: torch.dtype = torch.bfloat16,
+    text_encoder_path: str | os.PathLike | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
+    vae_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """transformer, vae (fp32), text_encoder, tokenizer, scheduler from a local directory in either layout.
+
+    ``text_encoder_path`` / ``tokenizer_path`` / ``vae_path`` replace those components (transformers / diffusers
+    directories)."""
+    root = Path(model_dir)
+    if detect_layout(root) == "diffusers":
+        components = _load_diffusers_components(root, torch_dtype)
+        if text_encoder_path is not None:
+            components["text_encoder"] = UMT5EncoderModel.from_pretrained(
+                _require(Path(text_encoder_path), "text_encoder_path"),
+                dtype=torch_dtype,
+                local_files_only=True,
+            )
+        if tokenizer_path is not None:
+            components["tokenizer"] = AutoTokenizer.from_pretrained(
+                _require(Path(tokenizer_path), "tokenizer_path"), local_files_only=True
+            )
+        if vae_path is not None:
+            components["vae"] = AutoencoderKLWan.from_pretrained(
+                _require(Path(vae_path), "vae_path"), torch_dtype=torch.float32, local_files_only=True
+            )
+        return components
+
+    def optional(path):
+        return Path(path) if path is not None else None
+
+    return _load_original_components(
+        root, torch_dtype, optional(text_encoder_path), optional(tokenizer_path), optional(vae_path)
+    )
+
+
+def read_train_config(controller_dir: str | os.PathLike) -> dict[str, Any]:
+    path = _require(Path(controller_dir) / TRAIN_CONFIG, "controller")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+    if "action_controller_config" not in config:
+        raise ValueError(f"{path}: lacks 'action_controller_config'")
+    return config
+
+
+def controller_from_config(config: dict[str, Any]) -> WanActionController:
+    """A controller from an ``action_train_config.json`` dict (preset name or full config; the top-level
+    ``action_magnitude_scale`` wins, so training and inference use the same scale)."""
+    spec = config["action_controller_config"]
+    arguments = dict(ACTION_CONTROLLER_CONFIGS[spec]) if isinstance(spec, str) else dict(spec)
+    if "action_magnitude_scale" in config:
+        arguments["magnitude_scale"] = config["action_magnitude_scale"]
+    if arguments.get("initial_scale") is None:
+        arguments["initial_scale"] = 0.0  # overwritten by the trained output_scale on load
+    known = WanActionController.__init__.__code__.co_varnames[
+        1 : WanActionController.__init__.__code__.co_argcount
+    ]
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ValueError(
+            f"action_controller_config: unknown keys {unknown}; expected some of {sorted(known)}"
+        )
+    return WanActionController(**arguments)
+
+
+def load_controller(controller_dir: str | os.PathLike) -> tuple[WanActionController, dict[str, Any]]:
+    """(controller with trained weights, the train config) from a controller directory."""
+    root = Path(controller_dir)
+    config = read_train_config(root)
+    controller = controller_from_config(config)
+    state = load_file(str(_require(root / CONTROLLER_WEIGHTS, "controller weights")))
+    controller.load_reference_state_dict(state)
+    return controller, config
+
+
+def apply_lora(
+    pipeline: WanActionPipeline, controller_dir: str | os.PathLike, config: dict[str, Any]
+) -> bool:
+    """Loads ``lora.safetensors`` into the transformer through diffusers' LoRA loader (which converts the key
+    formats it knows) when the train config names a LoRA. Returns whether one was applied."""
+    lora = config.get("lora") or {}
+    path = Path(controller_dir) / LORA_WEIGHTS
+    if not lora.get("lora_base_model"):  # the reference writes a rank even when no LoRA was trained
+        return False
+    _require(path, "LoRA weights named by the train config")
+    state = load_file(str(path))
+    if not any(key.startswith("transformer.") for key in state):
+        state = {f"transformer.{key}": value for key, value in state.items()}
+    pipeline.load_lora_weights(state, adapter_name="action")
+    return True
+
+
+def load_pipeline(
+    model_dir: str | os.PathLike,
+    controller_dir: str | os.PathLike | None = None,
+    torch_dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device | None = None,
+    text_encoder_path: str | os.PathLike | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
+    vae_path: str | os.PathLike | None = None,
+) -> WanActionPipeline:
+    """The whole pipeline from local directories: the base model and, optionally, a trained controller (+ LoRA)."""
+    controller, config = (None, {}) if controller_dir is None else load_controller(controller_dir)
+    components = load_wan_components(model_dir, torch_dtype, text_encoder_path, tokenizer_path, vae_path)
+    pipeline = WanActionPipeline(action_controller=controller, **components)
+    if controller_dir is not None:
+        apply_lora(pipeline, controller_dir, config)
+    if controller is not None:
+        controller.to(dtype=torch_dtype)
+    if device is not None:
+        pipeline.to(device)
+    return pipeline
+
+
+def write_controller_dir(
+    out_dir: str | os.PathLike,
+    controller: WanActionController,
+    *,
+    base_model: str,
+    lora: dict[str, Any] | None = None,
+    lora_state: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Writes action_train_config.json, action_controller.safetensors (and lora.safetensors), each atomically."""
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    config = {
+        "base_model": base_model,
+        "action_controller_config": controller.config,
+        "action_magnitude_scale": controller.config["magnitude_scale"],
+        "lora": lora or {},
+    } | (extra or {})
+    state = {k: v.detach().to("cpu").contiguous() for k, v in controller.state_dict().items()}
+    _atomic(root / CONTROLLER_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    if lora_state:
+        lora_cpu = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}
+        _atomic(root / LORA_WEIGHTS, lambda tmp: save_file(lora_cpu, str(tmp)))
+    _atomic(root / TRAIN_CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+    return root
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from kinema.video_world_model import (
+    FlowMatchingObjective,
+    fuse_first_frame,
+    load_actions,
+    parse_compact_actions,
+    token_timesteps,
+)
+
+
+def test_sigmas_come_from_the_diffusers_scheduler_with_shift_5():
+    objective = FlowMatchingObjective(shift=5.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0)
+    scheduler.set_timesteps(1000)
+    assert torch.equal(objective.sigmas, scheduler.sigmas[:-1].float())
+    unshifted = objective.sigmas.double() / (
+        5 - 4 * objective.sigmas.double()
+    )  # invert sigma' = 5s / (1 + 4s)
+    steps = unshifted.diff()
+    assert torch.allclose(steps, steps.mean().expand_as(steps), atol=1e-6)  # evenly spaced before the shift
+
+
+def test_boundaries_select_part_of_the_descending_schedule():
+    objective = FlowMatchingObjective(min_timestep_boundary=0.0, max_timestep_boundary=0.25)
+    sigmas = objective.sample_sigmas(2000, torch.Generator().manual_seed(0))
+    assert sigmas.min() >= objective.sigmas[249] and sigmas.max() <= 1.0
+    with pytest.raises(ValueError, match="min_timestep_boundary"):
+        FlowMatchingObjective(min_timestep_boundary=0.5, max_timestep_boundary=0.5)
+
+
+def test_noisy_target_timesteps_and_clean_first_frame():
+    objective = FlowMatchingObjective()
+    latents = torch.randn(2, 4, 3, 2, 2)
+    noise = torch.randn(2, 4, 3, 2, 2)
+    sigmas = torch.tensor([0.25, 0.75])
+    batch = objective.prepare(latents, noise, sigmas, tokens_per_frame=1)
+    expected = 0.75 * latents[0] + 0.25 * noise[0]
+    assert torch.allclose(batch.noisy[0, :, 1:], expected[:, 1:])
+    assert torch.equal(batch.noisy[:, :, 0], latents[:, :, 0])  # first frame exactly clean
+    assert torch.allclose(batch.target, noise - latents)
+    assert batch.timesteps.tolist() == [[0.0, 250.0, 250.0], [0.0, 750.0, 750.0]]
+
+
+def test_loss_is_hand_computed_and_ignores_frame_zero():
+    objective = FlowMatchingObjective()
+    latents, noise = torch.zeros(1, 1, 3, 1, 1), torch.ones(1, 1, 3, 1, 1)
+    batch = objective.prepare(latents, noise, torch.tensor([0.5]), tokens_per_frame=1)
+    prediction = torch.tensor([99.0, 3.0, -1.0]).view(1, 1, 3, 1, 1)  # target 1 everywhere
+    assert objective.loss(prediction, batch).item() == pytest.approx(((3 - 1) ** 2 + (-1 - 1) ** 2) / 2)
+
+
+def test_token_timesteps_and_fuse():
+    assert token_timesteps(torch.tensor([500.0]), 3, 2).tolist() == [[0.0, 0.0, 500.0, 500.0, 500.0, 500.0]]
+    latents, first = torch.zeros(1, 2, 3, 1, 1), torch.ones(1, 2, 1, 1, 1)
+    fused = fuse_first_frame(latents, first)
+    assert fused[:, :, 0].sum() == 2 and fused[:, :, 1:].sum() == 0
+    with pytest.raises(ValueError, match="first_frame"):
+        fuse_first_frame(latents, torch.ones(1, 3, 1, 1, 1))
+
+
+def test_compact_actions():
+    binary, magnitude = parse_compact_actions("forward:0.5x2,yaw_left:0.3+pitch_up:0.1x1,idlex1", 4)
+    assert binary.shape == (4, 8)
+    assert binary[:2, 0].tolist() == [1, 1] and magnitude[:2, 0].tolist() == [0.5, 0.5]
+    assert binary[2].tolist() == [0, 0, 0, 0, 1, 0, 1, 0]
+    assert magnitude[2, 4] == pytest.approx(0.3) and magnitude[2, 6] == pytest.approx(0.1)
+    assert binary[3].sum() == 0
+    with pytest.raises(ValueError, match="unknown action 'up'"):
+        parse_compact_actions("up:1x4", 4)
+    with pytest.raises(ValueError, match="gives 3 steps, expected 4"):
+        parse_compact_actions("forwardx3", 4)
+    with pytest.raises(ValueError, match="not ACTIONSxCOUNT"):
+        parse_compact_actions("forward:1", 4)
+
+
+def test_action_files(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(
+        json.dumps({"action_binary": np.eye(8)[:2].tolist(), "action_magnitude": np.zeros((2, 8)).tolist()})
+    )
+    binary, _ = load_actions(path, 2)
+    assert binary[1, 1] == 1
+    path.write_text(json.dumps(np.zeros((2, 2, 8)).tolist()))
+    assert load_actions(path, 2)[0].shape == (2, 8)
+    with pytest.raises(ValueError, match=r"expected 3 action steps"):
+        load_actions(path, 3)
+    with pytest.raises(FileNotFoundError, match="no file"):
+        load_actions(tmp_path / "missing.json", 2)
