@@ -27,7 +27,9 @@ class FoldedFrameAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w_q, key_blocks, values, scale, mask, dropout_keep, num_heads: int, eps: float | None):
+    def forward(
+        ctx, x, w_q, key_blocks, values, scale, mask, dropout_keep, num_heads: int, eps: float | None
+    ):
         bf, hw, _ = x.shape
         attn_dim, hk = w_q.shape[0], key_blocks.shape[-1]
         head_dim, keys = attn_dim // num_heads, hk // num_heads
