@@ -16,6 +16,8 @@ from ._loading import (
     write_controller_dir,
 )
 from ._pipeline import WanActionPipeline, WanActionPipelineOutput
+from ._train_config import TrainConfig
+from ._trainer import TrainingDiverged, TrainResult, WorldModelTrainer
 from ._transformer import WanActionTransformer
 from ._vae import decode_latents, encode_video
 from ._version import __version__
@@ -26,10 +28,14 @@ __all__ = [
     "FlowMatchingBatch",
     "FlowMatchingObjective",
     "ModelFileError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
     "WanActionController",
     "WanActionPipeline",
     "WanActionPipelineOutput",
     "WanActionTransformer",
+    "WorldModelTrainer",
     "__version__",
     "decode_latents",
     "encode_video",

@@ -103,6 +103,7 @@ class WanActionController(ActionEncoder):
         self.injection_type = injection_type
         self.action_window = action_window
         self.dropout = dropout
+        self.initial_scale = initial_scale
 
         c = hidden_size
         self.q_proj = nn.Linear(c, c, bias=False)
@@ -139,7 +140,7 @@ class WanActionController(ActionEncoder):
             "inject_layers": None if len(self.inject_layers) == self.num_layers else list(self.inject_layers),
             "qk_norm": isinstance(self.q_norm, nn.RMSNorm),
             "dropout": self.dropout,
-            "initial_scale": None,  # informational only once trained: the learned scales are in the weights
+            "initial_scale": self.initial_scale,  # the learned scales themselves are in output_scale
             "injection_type": self.injection_type,
             "action_window": self.action_window,
             "magnitude_scale": [float(s) for s in self.magnitude_scale.tolist()],

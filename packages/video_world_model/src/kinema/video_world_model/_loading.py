@@ -237,7 +237,7 @@ def controller_from_config(config: dict[str, Any]) -> WanActionController:
     if "action_magnitude_scale" in config:
         arguments["magnitude_scale"] = config["action_magnitude_scale"]
     if arguments.get("initial_scale") is None:
-        arguments["initial_scale"] = 0.0  # overwritten by the trained output_scale on load
+        arguments["initial_scale"] = 0.0  # only the init value; the trained output_scale is loaded over it
     known = WanActionController.__init__.__code__.co_varnames[
         1 : WanActionController.__init__.__code__.co_argcount
     ]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _cli_generate
+from . import _cli_generate, _cli_merge_lora, _cli_train
+from ._trainer import TrainingDiverged
 from ._version import __version__
 
-COMMANDS = [_cli_generate]
+COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
