@@ -121,13 +121,23 @@ def test_config_that_disagrees_with_checkpoint_is_refused(tmp_path):
     (directory / "action_train_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"unexpected keys \['k_norm.weight', 'q_norm.weight'\]"):
         load_controller(directory)
-    config["action_controller_config"] |= {"qk_norm": True, "num_layers": 3}
+    config["action_controller_config"] |= {"qk_norm": True, "num_layers": 3, "inject_layers": [0, 1]}
     (directory / "action_train_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"output_scale has shape \(2,\), this controller expects \(3,\)"):
         load_controller(directory)
     config["action_controller_config"] |= {"num_layers": 2, "inject_layers": [0, 4]}
     (directory / "action_train_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"layers: \[4\] outside"):
+        load_controller(directory)
+    config["action_controller_config"] |= {"inject_layers": None, "injection_type": "adaln_tmod"}
+    (directory / "action_train_config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"trained with injection_type=cross_attn_frame, but action_train_config\.json"
+    ):
+        load_controller(directory)
+    config["action_controller_config"] |= {"injection_type": "cross_attn_frame", "inject_layers": [1]}
+    (directory / "action_train_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"trained with inject_layers=\[0, 1\]"):
         load_controller(directory)
 
 

@@ -26,6 +26,7 @@ from diffusers.loaders.single_file_utils import (
     convert_wan_transformer_to_diffusers,
     convert_wan_vae_to_diffusers,
 )
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -254,9 +255,32 @@ def load_controller(controller_dir: str | os.PathLike) -> tuple[WanActionControl
     root = Path(controller_dir)
     config = read_train_config(root)
     controller = controller_from_config(config)
-    state = load_file(str(_require(root / CONTROLLER_WEIGHTS, "controller weights")))
-    controller.load_reference_state_dict(state)
+    weights = _require(root / CONTROLLER_WEIGHTS, "controller weights")
+    _check_scheme(weights, controller)
+    controller.load_reference_state_dict(load_file(str(weights)))
     return controller, config
+
+
+def _scheme(controller: WanActionController) -> dict[str, str]:
+    """How a controller injects, stored in its safetensors metadata: the weights alone cannot tell injection types
+    apart (every head exists in every type)."""
+    return {
+        "injection_type": controller.injection_type,
+        "inject_layers": json.dumps(list(controller.inject_layers)),
+        "action_window": str(controller.action_window),
+    }
+
+
+def _check_scheme(weights: Path, controller: WanActionController) -> None:
+    with safe_open(str(weights), framework="pt") as f:
+        saved = f.metadata() or {}
+    for key, expected in _scheme(controller).items():
+        if (
+            key in saved and saved[key] != expected
+        ):  # reference checkpoints carry no metadata: nothing to compare
+            raise ValueError(
+                f"{weights}: trained with {key}={saved[key]}, but {TRAIN_CONFIG} asks for {key}={expected}"
+            )
 
 
 def apply_lora(
@@ -317,7 +341,7 @@ def write_controller_dir(
         "lora": lora or {},
     } | (extra or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in controller.state_dict().items()}
-    _atomic(root / CONTROLLER_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    _atomic(root / CONTROLLER_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata=_scheme(controller)))
     if lora_state:
         lora_cpu = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}
         _atomic(root / LORA_WEIGHTS, lambda tmp: save_file(lora_cpu, str(tmp)))
