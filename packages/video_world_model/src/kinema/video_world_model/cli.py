@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _cli_generate, _cli_merge_lora, _cli_train
+from . import _cli_generate, _cli_merge_lora, _cli_scan, _cli_train
 from ._trainer import TrainingDiverged
 from ._version import __version__
 
-COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora]
+COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan]
 
 
 def build_parser() -> argparse.ArgumentParser:
