@@ -11,7 +11,8 @@ from kinema.robot_data.testing import write_action_video_dataset
 from kinema.video_world_model import _checkpoint as checkpoint_module
 from kinema.video_world_model import load_controller, load_wan_components
 from kinema.video_world_model._cache import write_cache
-from kinema.video_world_model._train_config import TrainConfig, config_from_args
+from kinema.video_world_model._loop_config import config_from_args
+from kinema.video_world_model._train_config import TrainConfig
 from kinema.video_world_model._train_data import CachedLatentDataset, build_dataset, collate
 from kinema.video_world_model._trainer import TrainingDiverged, WorldModelTrainer, lr_factor
 from kinema.video_world_model.cli import build_parser, main
@@ -279,14 +280,14 @@ def test_config_file_and_flag_precedence(tmp_path, tiny_wan_dir):
         f"model_dir: {tiny_wan_dir}\ndataset_base_path: {tmp_path}\nlearning_rate: 0.5\nmax_steps: 7\n"
     )
     args = build_parser().parse_args(["train", "--config", str(path), "--learning_rate", "0.1"])
-    config = config_from_args(args)
+    config = config_from_args(args, TrainConfig)
     assert (config.learning_rate, config.max_steps) == (0.1, 7)
     path.write_text("model_dir: x\nlearning_rat: 0.5\n")
     with pytest.raises(ValueError, match=r"unknown keys \['learning_rat'\]"):
-        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]), TrainConfig)
     path.write_text("model_dir: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
-        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]), TrainConfig)
 
 
 def test_bad_options_are_named(tmp_path, tiny_wan_dir):

@@ -6,7 +6,8 @@ import argparse
 
 from ._cache import write_cache
 from ._cli_common import DTYPES, resolve_device
-from ._train_config import add_train_arguments, config_from_args
+from ._loop_config import add_config_arguments, config_from_args
+from ._train_config import TrainConfig
 from ._trainer import WorldModelTrainer
 
 TRAIN_EXAMPLES = """examples:
@@ -38,7 +39,7 @@ def register(commands) -> None:
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_train_arguments(train)
+    add_config_arguments(train, TrainConfig)
     train.set_defaults(run=run_train)
 
     cache = commands.add_parser(
@@ -48,7 +49,7 @@ def register(commands) -> None:
         epilog=CACHE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_train_arguments(cache)
+    add_config_arguments(cache, TrainConfig)
     cache.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     cache.add_argument("--device", default=None)
     cache.add_argument("--shard_size", type=int, default=64, help="samples per shard file")
@@ -56,7 +57,7 @@ def register(commands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args, TrainConfig)
     result = WorldModelTrainer(config).run()
     last = result.losses.get(result.step)
     print(
@@ -72,7 +73,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if cache_dir is None:
         raise ValueError("--cache_dir: required (where to write the cache, outside the dataset directory)")
     args.cache_dir = None  # the config reads the clips; the cache is the output here
-    config = config_from_args(args)
+    config = config_from_args(args, TrainConfig)
     index = write_cache(config, cache_dir, resolve_device(args.device), DTYPES[args.dtype], args.shard_size)
     print(f"wrote {index}")
     return 0

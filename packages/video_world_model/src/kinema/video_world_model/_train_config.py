@@ -1,21 +1,18 @@
 """The options of ``kinema-wm train``: the reference training script's flags, plus a config file they override.
 
 Every field is a command-line flag of the same name (``--learning_rate 1e-4``); a YAML or JSON file given with
-``--config`` sets any of them, and flags on the command line win. Unknown keys in the file are an error.
+``--config`` sets any of them, and flags on the command line win. Unknown keys in the file are an error. The
+optimization, checkpoint and logging options are :class:`LoopConfig`'s, shared with every kinema training loop.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES
+from ._loop_config import LoopConfig
 
 TRAINABLE_MODELS = ("action_controller", "lora")
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
@@ -26,31 +23,25 @@ LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformer
     "ffn.0": "ffn.net.0.proj",
     "ffn.2": "ffn.net.2",
 }
-# Keys a resumed run may change; any other difference from the checkpoint's run is refused.
-RESUMABLE_CHANGES = {
-    "max_steps",
-    "log_steps",
-    "save_steps",
-    "max_checkpoints",
-    "resume_from",
-    "use_wandb",
-    "wandb_project",
-    "wandb_run_name",
-    "dataset_num_workers",
-    "config",
-    "save_full_state",
-    "max_bad_steps",
-}
+
+
+def lora_module_names(spec: str) -> list[str]:
+    """A comma-separated LoRA target list as diffusers module names (reference names mapped, diffusers kept)."""
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    known = set(LORA_TARGETS) | set(LORA_TARGETS.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--lora_target_modules: unknown {unknown}; expected some of {sorted(LORA_TARGETS)}")
+    return [LORA_TARGETS.get(n, n) for n in names]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LoopConfig):
     # data
     dataset_base_path: str | None = None
     dataset_metadata_path: str | None = None
     data_file_keys: str = "video"
     dataset_repeat: int = 1
-    dataset_num_workers: int = 4
     cache_dir: str | None = None  # latents + text embeddings written by `kinema-wm cache`
     height: int | None = None
     width: int | None = None
@@ -73,36 +64,15 @@ class TrainConfig:
     lora_rank: int = 32
     lora_checkpoint: str | None = None
     initialize_model_on_cpu: bool = False
-    # optimization
-    learning_rate: float = 1e-4
-    lr_warmup_ratio: float = 0.05
-    lr_min_lr: float = 0.0
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_steps: int = 1000
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "bf16"
-    use_gradient_checkpointing: bool = True
-    use_gradient_checkpointing_offload: bool = False
     max_timestep_boundary: float = 1.0
     min_timestep_boundary: float = 0.0
     loss_weighting: str = "none"
-    seed: int = 0
-    max_bad_steps: int = 10
-    # output
+    # defaults of the reference script that differ from LoopConfig's
     output_path: str = "./models/train/Wan2.2-TI2V-5B_action_controller"
-    log_steps: int = 10
-    save_steps: int = 500
-    save_full_state: bool = False
-    resume_from: str | None = None
-    max_checkpoints: int | None = None
-    use_wandb: bool = False
     wandb_project: str = "kinema-wm"
-    wandb_run_name: str | None = None
-    config: str | None = field(default=None, metadata={"help": "YAML or JSON file of these options"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.model_dir is None and self.model_id_with_origin_paths is not None:
             self.model_dir = str(_model_dir_from_origin_paths(self.model_id_with_origin_paths))
         if self.model_dir is None:
@@ -132,23 +102,8 @@ class TrainConfig:
                 f"--lora_base_model: expected 'dit' (the transformer), got {self.lora_base_model!r}"
             )
         self.lora_modules()  # validates the target names
-        positive = (
-            "max_steps",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "log_steps",
-            "save_steps",
-            "lora_rank",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name}: expected >= 1, got {getattr(self, name)}")
-        if self.max_checkpoints is not None and self.max_checkpoints < 1:
-            raise ValueError(f"--max_checkpoints: expected >= 1, got {self.max_checkpoints}")
-        if not 0 <= self.lr_warmup_ratio < 1:
-            raise ValueError(f"--lr_warmup_ratio: expected [0, 1), got {self.lr_warmup_ratio}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"--mixed_precision: expected no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.lora_rank < 1:
+            raise ValueError(f"--lora_rank: expected >= 1, got {self.lora_rank}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
             raise ValueError(f"--num_frames: {self.num_frames} is not 4n+1")
         for name in ("height", "width"):
@@ -161,15 +116,7 @@ class TrainConfig:
         return [m.strip() for m in self.trainable_models.split(",") if m.strip()]
 
     def lora_modules(self) -> list[str]:
-        """--lora_target_modules as diffusers module names (reference names are mapped, diffusers names kept)."""
-        names = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
-        known = set(LORA_TARGETS) | set(LORA_TARGETS.values())
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(
-                f"--lora_target_modules: unknown {unknown}; expected some of {sorted(LORA_TARGETS)}"
-            )
-        return [LORA_TARGETS.get(n, n) for n in names]
+        return lora_module_names(self.lora_target_modules)
 
     def controller_arguments(self, magnitude_scale, transformer_config) -> dict[str, Any]:
         """The preset, with the flags applied and the widths taken from the transformer being trained (a preset
@@ -190,18 +137,6 @@ class TrainConfig:
         arguments["magnitude_scale"] = list(magnitude_scale)
         return arguments
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def differences(self, other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """Keys (other than RESUMABLE_CHANGES) whose values differ from ``other``: {key: (theirs, ours)}."""
-        ours = self.to_dict()
-        return {
-            key: (other.get(key), ours[key])
-            for key in ours
-            if key not in RESUMABLE_CHANGES and other.get(key) != ours[key]
-        }
-
 
 def _model_dir_from_origin_paths(spec: str) -> Path:
     """'DIR:pattern, DIR:pattern' with local directories only -> DIR (all entries must share it)."""
@@ -219,45 +154,3 @@ def _model_dir_from_origin_paths(spec: str) -> Path:
             f"--model_id_with_origin_paths: expected one model directory, got {sorted(directories)}"
         )
     return Path(directories.pop())
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; defaults are left as None so a config file can fill them."""
-    for f in fields(TrainConfig):
-        flag = f"--{f.name}"
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=None, help=f.metadata.get("help"))
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config: no file at {path}")
-    text = path.read_text()
-    try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(
-            f"--config: {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"
-        ) from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ValueError(f"--config: {path} must hold a mapping of option names to values")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"--config: unknown keys {unknown} in {path}")
-    return values
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """File values, then command-line flags (those given) on top."""
-    values = load_config_file(args.config) if args.config else {}
-    flags = {
-        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
-    }
-    return TrainConfig(**(values | flags))
