@@ -21,6 +21,7 @@ from ._inspect import STATS_FILE_NAMES, dataset_stats, inspect_dataset
 from ._stats import save_stats
 from ._validate import ERROR, OK, WARNING, ValidationReport, validate_dataset
 from ._version import __version__
+from .sim._commands import add_sim_commands
 
 Registrar = Callable[[argparse._SubParsersAction], None]
 
@@ -180,7 +181,7 @@ def register_stats(commands) -> None:
     parser.set_defaults(handler=_stats)
 
 
-REGISTRARS: list[Registrar] = [register_validate, register_inspect, register_stats]
+REGISTRARS: list[Registrar] = [register_validate, register_inspect, register_stats, add_sim_commands]
 """Functions that add subcommands; append to it (before calling :func:`main`) to add one."""
 
 
