@@ -1,0 +1,13 @@
+# Source this at the start of every command on the lent GPU machine (offline, Python 3.12, its own torch):
+#   source benchmarks/gpu_env.sh
+# It installs the wheels carried in .whl/ (and .simwhl/) made by ../shared/gpu/pack-deps.sh [--sim] [--video],
+# puts every kinema package's src/ on PYTHONPATH, and, when .gl/ is carried, unpacks the GL loaders for MuJoCo EGL.
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+    $( [ -d .simwhl ] && ls .simwhl/*.whl ) >/dev/null 2>&1 || echo "gpu_env: wheel install failed" >&2
+export PYTHONPATH=/tmp/site:$(ls -d "$PWD"/packages/*/src | paste -sd:)
+export PYTHONUNBUFFERED=1
+if [ -d .gl ]; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    export MUJOCO_GL=egl __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
