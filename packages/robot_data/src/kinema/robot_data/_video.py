@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from ._errors import RobotDataError, require_exists
@@ -24,6 +23,30 @@ from ._sizes import cover_size, resolve_size
 
 _EPS = 1e-6  # absorbs float error in t * fps so that frame boundaries land on the intended frame
 _DEFAULT_RESEEK_GAP = 64  # frames; used until a keyframe interval has been observed
+
+
+def _load_av():
+    """PyAV, imported on first use: importing kinema.robot_data stays cheap, and the simulation and episode code
+    run where PyAV is not installed (every video function then names the missing package)."""
+    try:
+        import av as module
+    except ImportError as error:
+        raise ImportError("PyAV is required for video I/O: pip install av") from error
+    return module
+
+
+class _LazyAv:
+    """Stands in for the ``av`` module until an attribute is first needed."""
+
+    _module = None
+
+    def __getattr__(self, name):
+        if _LazyAv._module is None:
+            _LazyAv._module = _load_av()
+        return getattr(_LazyAv._module, name)
+
+
+av = _LazyAv()
 
 
 class DecodeCounter:
