@@ -334,7 +334,7 @@ def write_vace_e_dataset(
     metadata_path: str | os.PathLike | None = None,
 ) -> Fixture:
     """A VACE-E base folder with three valid episodes and one broken episode per kind in ``broken``
-    (see :data:`VACE_E_BROKEN`), and its task metadata JSON (default ``<root>/../ph2d_metadata.json``).
+    (see :data:`VACE_E_BROKEN`), and its task metadata JSON (default ``<root>/../<root name>_ph2d_metadata.json``).
 
     Valid: the grasping task's ``episode_0`` (legacy right-hand-only file, no objects, an end-effector image), the
     pouring task's ``episode_0`` (both hands, two objects written with ids 1, 0) and ``episode_1`` (no

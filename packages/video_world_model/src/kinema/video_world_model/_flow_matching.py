@@ -23,13 +23,14 @@ WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 
 @dataclass(frozen=True)
 class FlowMatchingBatch:
-    """Everything one training step needs. Shapes: latents (B, C, F, h, w), timesteps (B, F*HW)."""
+    """Everything one training step needs. Shapes: latents (B, C, F, h, w), timesteps (B, F*HW) or (B,)."""
 
     noisy: torch.Tensor
     target: torch.Tensor
     timesteps: torch.Tensor
     sigmas: torch.Tensor  # (B,)
     weights: torch.Tensor  # (B,)
+    first_loss_frame: int = 1  # latent frames before it are given, not generated
 
 
 class FlowMatchingObjective:
@@ -65,22 +66,34 @@ class FlowMatchingObjective:
         latents: torch.Tensor,
         noise: torch.Tensor,
         sigmas: torch.Tensor,
-        tokens_per_frame: int,
+        tokens_per_frame: int | None = None,
     ) -> FlowMatchingBatch:
-        """latents, noise (B, C, F, h, w), sigmas (B,) -> noisy input with clean frame 0, target, token timesteps."""
+        """latents, noise (B, C, F, h, w), sigmas (B,) -> noisy input, target and timesteps.
+
+        With ``tokens_per_frame`` (TI2V): frame 0 stays the clean first-image latent, timesteps are per token
+        (B, F*HW) with 0 for frame 0, and the loss skips frame 0. Without (Wan2.1 / VACE): every frame is noised and
+        the timesteps are (B,).
+        """
         sigma = sigmas.to(latents.device, torch.float32).view(-1, 1, 1, 1, 1)
         noisy = ((1 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
-        noisy = fuse_first_frame(noisy, latents[:, :, :1])
         target = (noise.float() - latents.float()).to(latents.dtype)
+        weights = compute_loss_weighting_for_sd3(self.weighting, sigmas.float()).to(latents.device)
+        if tokens_per_frame is None:
+            timesteps = (sigmas.float() * self.num_train_timesteps).to(latents.device)
+            return FlowMatchingBatch(noisy, target, timesteps, sigmas, weights, first_loss_frame=0)
+        noisy = fuse_first_frame(noisy, latents[:, :, :1])
         timesteps = token_timesteps(sigmas * self.num_train_timesteps, latents.shape[2], tokens_per_frame)
-        weights = compute_loss_weighting_for_sd3(self.weighting, sigmas.float())
         return FlowMatchingBatch(
-            noisy, target, timesteps.to(latents.device), sigmas, weights.to(latents.device)
+            noisy, target, timesteps.to(latents.device), sigmas, weights, first_loss_frame=1
         )
 
     @staticmethod
-    def loss(prediction: torch.Tensor, batch: FlowMatchingBatch) -> torch.Tensor:
-        """Weighted MSE over latent frames 1.. (frame 0 is the given image and is excluded)."""
-        error = (prediction.float()[:, :, 1:] - batch.target.float()[:, :, 1:]).pow(2)
+    def loss(
+        prediction: torch.Tensor, batch: FlowMatchingBatch, first_frame: int | None = None
+    ) -> torch.Tensor:
+        """Weighted MSE over latent frames ``first_frame``.. (default: the batch's: 1 for TI2V, where frame 0 is the
+        given image; 0 otherwise)."""
+        start = batch.first_loss_frame if first_frame is None else first_frame
+        error = (prediction.float()[:, :, start:] - batch.target.float()[:, :, start:]).pow(2)
         per_sample = error.mean(dim=(1, 2, 3, 4))  # (B,)
         return (per_sample * batch.weights.float()).mean()

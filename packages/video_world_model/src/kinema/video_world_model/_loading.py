@@ -77,7 +77,9 @@ def detect_layout(model_dir: str | os.PathLike) -> str:
     )
 
 
-def _load_diffusers_components(root: Path, dtype: torch.dtype) -> dict[str, Any]:
+def _load_diffusers_components(
+    root: Path, dtype: torch.dtype, transformer_cls=WanTransformer3DModel
+) -> dict[str, Any]:
     for name in DIFFUSERS_COMPONENTS:
         _require(root / name, f"model_dir component {name!r}")
     scheduler_config = json.loads(
@@ -90,7 +92,7 @@ def _load_diffusers_components(root: Path, dtype: torch.dtype) -> dict[str, Any]
         )
     local = {"local_files_only": True}
     return {
-        "transformer": WanTransformer3DModel.from_pretrained(
+        "transformer": transformer_cls.from_pretrained(
             root, subfolder="transformer", torch_dtype=dtype, **local
         ),
         "vae": AutoencoderKLWan.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **local),
@@ -166,6 +168,32 @@ def _load_original_components(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
         ),
     }
+
+
+def load_diffusers_components(
+    model_dir: str | os.PathLike,
+    transformer_cls,
+    torch_dtype: torch.dtype = torch.bfloat16,
+    text_encoder_path: str | os.PathLike | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Components of a diffusers-layout Wan-family model whose transformer class is ``transformer_cls`` (e.g.
+    ``WanVACETransformer3DModel``); text encoder and tokenizer replaceable as in :func:`load_wan_components`."""
+    root = _require(Path(model_dir), "model_dir")
+    if not (root / "model_index.json").is_file():
+        raise ModelFileError(
+            f"model_dir: {root} holds no model_index.json (the diffusers layout is required here)"
+        )
+    components = _load_diffusers_components(root, torch_dtype, transformer_cls)
+    if text_encoder_path is not None:
+        components["text_encoder"] = UMT5EncoderModel.from_pretrained(
+            _require(Path(text_encoder_path), "text_encoder_path"), dtype=torch_dtype, local_files_only=True
+        )
+    if tokenizer_path is not None:
+        components["tokenizer"] = AutoTokenizer.from_pretrained(
+            _require(Path(tokenizer_path), "tokenizer_path"), local_files_only=True
+        )
+    return components
 
 
 def _original_vae(vae_file: Path) -> AutoencoderKLWan:

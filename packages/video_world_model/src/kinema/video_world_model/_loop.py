@@ -63,7 +63,17 @@ def lr_factor(step: int, max_steps: int, warmup_ratio: float, min_ratio: float) 
 class BatchStream:
     """Batches in the resumable order; ``position`` counts samples of the current epoch consumed by all processes."""
 
-    def __init__(self, dataset, config: LoopConfig, rank: int, world: int, epoch: int = 0, position: int = 0):
+    def __init__(
+        self,
+        dataset,
+        config: LoopConfig,
+        rank: int,
+        world: int,
+        epoch: int = 0,
+        position: int = 0,
+        collate_fn=collate,
+    ):
+        self.collate_fn = collate_fn
         self.dataset, self.config, self.rank, self.world = dataset, config, rank, world
         self.epoch, self.position = epoch, position
         self.global_batch = config.batch_size * world
@@ -86,7 +96,7 @@ class BatchStream:
             batch_size=self.config.batch_size,
             sampler=mine,
             num_workers=self.config.dataset_num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             persistent_workers=False,
         )
         self._iterator = iter(loader)
@@ -191,6 +201,11 @@ class Trainer(ABC):
     def export(self, step: int) -> None:
         """Writes the exported weights and the run's config (and ``marker``) into the output directory."""
 
+    collate_fn = staticmethod(collate)
+
+    def after_step(self, step: int, stream: BatchStream) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Called on every process after each optimizer step (validation, extra logging); default nothing."""
+
     def exported_name(self, name: str) -> str:
         """The key of a trainable parameter in trainable.safetensors (default: its full name)."""
         return name
@@ -285,7 +300,13 @@ class Trainer(ABC):
                 config.wandb_project, config=config.to_dict(), init_kwargs=_wandb_kwargs(config)
             )
         stream = BatchStream(
-            self.dataset, config, accelerator.process_index, accelerator.num_processes, epoch, position
+            self.dataset,
+            config,
+            accelerator.process_index,
+            accelerator.num_processes,
+            epoch,
+            position,
+            self.collate_fn,
         )
         result = TrainResult(step=step)
         bad_in_a_row = 0
@@ -355,6 +376,7 @@ class Trainer(ABC):
                     )
             if step % config.save_steps == 0 and step < config.max_steps:
                 self._save(step, stream)
+            self.after_step(step, stream)
         progress.close()
         self._save(step, stream)
         result.step = step

@@ -89,8 +89,11 @@ C = TypeVar("C", bound=LoopConfig)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[LoopConfig]) -> None:
-    """One flag per field of ``cls``; defaults are left as None so a config file can fill them."""
+    """One flag per field of ``cls`` (mappings such as training stages are file-only); defaults are left as None so
+    a config file can fill them."""
     for f in fields(cls):
+        if str(f.type).startswith("dict"):
+            continue
         flag = f"--{f.name}"
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)

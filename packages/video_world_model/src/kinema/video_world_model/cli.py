@@ -11,8 +11,9 @@ import sys
 from . import _cli_generate, _cli_merge_lora, _cli_scan, _cli_train
 from ._trainer import TrainingDiverged
 from ._version import __version__
+from .vace_e import _cli as _cli_vace_e
 
-COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan]
+COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,164 @@
+"""The options of ``kinema-wm vace-e train``: a staged YAML config (dev, LoRA, full ship with the package) and flags.
+
+    training_stages:
+      stage_1: {description: "task encoder warm-up", trainable_models: vace_e, learning_rate: 5.0e-5, num_epochs: 10}
+      stage_2: {description: "joint", trainable_models: "dit,vace_e", learning_rate: 1.0e-5, num_epochs: 20}
+
+Trainable models: ``vace_e`` (task-embodiment encoder + injectors (+ guidance head)), ``dit`` (every weight of the
+VACE transformer), ``vace`` (only VACE's control blocks and patch embedding), ``lora`` (LoRA on the transformer's
+attention and FFN). A stage may set ``trainable_models``, ``learning_rate``, ``num_epochs`` or ``max_steps`` and
+``description``; anything else in a stage is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .._loop_config import LoopConfig, load_config_file
+from .._train_config import lora_module_names
+
+TRAINABLE = ("vace_e", "dit", "vace", "lora")
+STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "max_steps"}
+SHIPPED_CONFIGS = ("vace_e_dev", "vace_e_lora", "vace_e_full")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    trainable_models: str
+    learning_rate: float
+    num_epochs: int | None = None
+    max_steps: int | None = None
+    description: str = ""
+
+
+@dataclass
+class VaceEConfig(LoopConfig):
+    # data (kinema.robot_data.VaceEEpisodeDataset)
+    dataset_base_path: str | None = None
+    task_metadata_path: str | None = None
+    dataset_repeat: int = 1
+    num_frames: int = 81
+    height: int | None = None
+    width: int | None = None
+    max_pixels: int | None = 832 * 480
+    max_hand_motion_length: int = 512
+    max_object_trajectory_length: int = 512
+    max_objects: int = 10
+    fallback_to_video_only: bool = True
+    validation_base_path: str | None = None  # held-out episodes for validation (default: none)
+    # model
+    model_dir: str | None = None  # Wan2.1-VACE in the diffusers layout
+    clip_path: str | None = None  # transformers CLIPVisionModel directory for the embodiment image
+    text_encoder_path: str | None = None
+    tokenizer_path: str | None = None
+    enable_vace_e: bool = True
+    vace_e_task_processing: bool = True
+    vace_e_layers: str = "0,5,10,15,20,25"
+    encoder_width: int = 512
+    encoder_layers: int = 2
+    encoder_heads: int = 8
+    use_reference_image: bool = True  # the embodiment image as VACE's reference frame when present
+    guidance_loss_weight: float = 0.0  # the task-alignment guidance loss (off by default)
+    trainable_models: str = "vace_e"
+    lora_rank: int = 32
+    lora_target_modules: str = "q,k,v,o,ffn.0,ffn.2"
+    # training
+    num_epochs: int | None = None  # when set, max_steps = epochs x steps per epoch
+    training_stages: dict[str, Any] | None = None
+    validate_every_epochs: int | None = None
+    validation_episodes: int = 2
+    validation_inference_steps: int = 20
+    compile_model: bool = False
+    debug: bool = False  # tiny step count, every step logged
+    output_path: str = "./models/train/vace_e"
+    wandb_project: str = "kinema-vace-e"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model_dir is None:
+            raise ValueError("--model_dir: required (a local Wan2.1-VACE directory in the diffusers layout)")
+        if self.dataset_base_path is None or self.task_metadata_path is None:
+            raise ValueError("--dataset_base_path and --task_metadata_path: both required")
+        if self.clip_path is not None and not Path(self.clip_path).is_dir():
+            raise FileNotFoundError(
+                f"--clip_path: {self.clip_path} is not a directory (a CLIPVisionModel saved locally)"
+            )
+        self.trainable()  # validates
+        lora_module_names(self.lora_target_modules)
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise ValueError(f"--num_epochs: expected >= 1, got {self.num_epochs}")
+        if self.guidance_loss_weight < 0:
+            raise ValueError(f"--guidance_loss_weight: expected >= 0, got {self.guidance_loss_weight}")
+        self.stages()  # validates
+        if self.debug:
+            self.log_steps = 1
+
+    def trainable(self, spec: str | None = None) -> list[str]:
+        names = [m.strip() for m in (spec or self.trainable_models).split(",") if m.strip()]
+        unknown = sorted(set(names) - set(TRAINABLE))
+        if unknown or not names:
+            raise ValueError(f"trainable_models: unknown {unknown or names}; expected some of {TRAINABLE}")
+        return names
+
+    def stages(self) -> list[Stage]:
+        """The training stages in order (one implicit stage from the top-level options when none are given)."""
+        if not self.training_stages:
+            return [Stage("stage_1", self.trainable_models, self.learning_rate, self.num_epochs, None)]
+        if not isinstance(self.training_stages, dict):
+            raise ValueError("training_stages: expected a mapping of stage names to stage options")
+        stages = []
+        for name, options in self.training_stages.items():
+            if not isinstance(options, dict):
+                raise ValueError(f"training_stages.{name}: expected a mapping, got {type(options).__name__}")
+            unknown = sorted(set(options) - STAGE_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"training_stages.{name}: unknown keys {unknown}; expected some of {sorted(STAGE_KEYS)}"
+                )
+            trainable = options.get("trainable_models", self.trainable_models)
+            try:
+                self.trainable(trainable)
+            except ValueError as error:
+                raise ValueError(f"training_stages.{name}: {error}") from None
+            stages.append(
+                Stage(
+                    name,
+                    trainable,
+                    float(options.get("learning_rate", self.learning_rate)),
+                    options.get("num_epochs"),
+                    options.get("max_steps"),
+                    options.get("description", ""),
+                )
+            )
+        return stages
+
+
+def shipped_config(name: str) -> Path:
+    """The path of a config shipped with the package: vace_e_dev, vace_e_lora or vace_e_full."""
+    if name not in SHIPPED_CONFIGS:
+        raise ValueError(f"config: unknown shipped config {name!r}; expected one of {SHIPPED_CONFIGS}")
+    return Path(str(resources.files("kinema.video_world_model.vace_e") / "configs" / f"{name}.yaml"))
+
+
+def resolve_config_path(value: str) -> Path:
+    """A file path, or the name (or file name) of a shipped config such as ``configs/vace_e_dev.yaml``."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    stem = path.stem
+    if stem in SHIPPED_CONFIGS:
+        return shipped_config(stem)
+    raise FileNotFoundError(f"--config: no file at {path} (shipped configs: {', '.join(SHIPPED_CONFIGS)})")
+
+
+def vace_e_config_from_args(args: argparse.Namespace) -> VaceEConfig:
+    values = load_config_file(resolve_config_path(args.config), VaceEConfig) if args.config else {}
+    flags = {
+        f.name: getattr(args, f.name) for f in fields(VaceEConfig) if getattr(args, f.name, None) is not None
+    }
+    return VaceEConfig(**(values | flags))
