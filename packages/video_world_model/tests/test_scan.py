@@ -41,7 +41,9 @@ def test_grid_and_contact_sheet_shapes_and_labels():
     videos = [np.full((3, 8, 10, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
     grid = tile_videos(videos, ["a", "b", "c"], columns=2)
     assert grid.shape == (3, 2 * (8 + LABEL_HEIGHT), 20, 3)
-    assert grid[0, LABEL_HEIGHT : LABEL_HEIGHT + 8, 10:].mean() == pytest.approx(128, abs=1)  # "b": row 0, column 1
+    assert grid[0, LABEL_HEIGHT : LABEL_HEIGHT + 8, 10:].mean() == pytest.approx(
+        128, abs=1
+    )  # "b": row 0, column 1
     assert grid[0, :LABEL_HEIGHT, :10].max() > 200  # label text drawn in white (anti-aliased)
     sheet = contact_sheet(videos, ["a", "b", "c"], samples=2)
     assert sheet.shape == (3 * (8 + LABEL_HEIGHT), 20, 3)

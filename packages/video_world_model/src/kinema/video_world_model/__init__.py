@@ -4,7 +4,21 @@ Shapes: B batch, C latent channels, F latent frames (F - 1 action steps: frame 0
 height/width, HW tokens per latent frame, A = 8 drone actions.
 """
 
+from ._action_modules import (
+    ACTION_MODULES,
+    PLAY_ACTIONS,
+    ActionSequenceEncoder,
+    HistoryActionModule,
+    MultimodalActionModule,
+)
 from ._actions import load_actions, parse_compact_actions, prepare_actions
+from ._causal_attention import block_causal_mask
+from ._causal_checkpoint import load_action_checkpoint, load_causal_pipeline, write_action_checkpoint
+from ._causal_config import CausalRolloutConfig
+from ._causal_model import CausalWanModel
+from ._causal_pipeline import ActionCausalInferencePipeline, WanPromptEncoder
+from ._causal_training import causal_training_loss, freeze_generator
+from ._causal_vae import StreamingVAEDecoder
 from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES, WanActionController
 from ._first_frame import fuse_first_frame, token_timesteps
 from ._flow_matching import FlowMatchingBatch, FlowMatchingObjective
@@ -24,10 +38,19 @@ from ._version import __version__
 
 __all__ = [
     "ACTION_CONTROLLER_CONFIGS",
+    "ACTION_MODULES",
     "INJECTION_TYPES",
+    "PLAY_ACTIONS",
+    "ActionCausalInferencePipeline",
+    "ActionSequenceEncoder",
+    "CausalRolloutConfig",
+    "CausalWanModel",
     "FlowMatchingBatch",
     "FlowMatchingObjective",
+    "HistoryActionModule",
     "ModelFileError",
+    "MultimodalActionModule",
+    "StreamingVAEDecoder",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
@@ -35,17 +58,24 @@ __all__ = [
     "WanActionPipeline",
     "WanActionPipelineOutput",
     "WanActionTransformer",
+    "WanPromptEncoder",
     "WorldModelTrainer",
     "__version__",
+    "block_causal_mask",
+    "causal_training_loss",
     "decode_latents",
     "encode_video",
+    "freeze_generator",
     "fuse_first_frame",
+    "load_action_checkpoint",
     "load_actions",
+    "load_causal_pipeline",
     "load_controller",
     "load_pipeline",
     "load_wan_components",
     "parse_compact_actions",
     "prepare_actions",
     "token_timesteps",
+    "write_action_checkpoint",
     "write_controller_dir",
 ]

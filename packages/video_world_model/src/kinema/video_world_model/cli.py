@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _cli_generate, _cli_merge_lora, _cli_scan, _cli_train
+from . import _cli_generate, _cli_merge_lora, _cli_play, _cli_scan, _cli_train
 from ._trainer import TrainingDiverged
 from ._version import __version__
 from .vace_e import _cli as _cli_vace_e
 
-COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e]
+COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e, _cli_play]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,3 +226,26 @@ def write_tiny_controller(
         with torch.no_grad():
             controller.output_scale.fill_(scale)
     return write_controller_dir(out_dir, controller, base_model="tiny-wan")
+
+
+# The causal rollout's tiny fixtures import from this module, so they are re-exported last.
+from ._causal_testing import TINY_CAUSAL_CONFIG, randomize_projection, tiny_causal_pipeline, tiny_noise  # noqa: E402
+
+__all__ = [
+    "TINY_CAUSAL_CONFIG",
+    "TINY_SIZE",
+    "TINY_TRANSFORMER",
+    "TINY_VAE",
+    "randomize_projection",
+    "tiny_causal_pipeline",
+    "tiny_controller",
+    "tiny_noise",
+    "tiny_scheduler",
+    "tiny_text_encoder",
+    "tiny_tokenizer",
+    "tiny_transformer",
+    "tiny_vae",
+    "to_original_wan_keys",
+    "write_tiny_controller",
+    "write_tiny_wan",
+]

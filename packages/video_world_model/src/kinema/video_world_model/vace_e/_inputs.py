@@ -75,7 +75,9 @@ class VaceEInputs:
         for i in range(batch["control_video"].shape[0]):
             video = to_unit_range(batch["control_video"][i : i + 1]).to(device)  # (1, 3, T, H, W)
             mask = batch["mask"][i : i + 1].to(device).float()  # (1, 1, T, H, W)
-            refs = [[]] if references is None else [[references[i].to(device)]]  # diffusers: a list per sample
+            refs = (
+                [[]] if references is None else [[references[i].to(device)]]
+            )  # diffusers: a list per sample
             latents = self.pipe.prepare_video_latents(video, mask, refs, None, device)
             masks = self.pipe.prepare_masks(mask, refs, None)
             out.append(torch.cat([latents.float(), masks.float()], dim=1))

@@ -169,4 +169,6 @@ class TaskEmbodimentEncoder(nn.Module):
         mixed, _ = self.fusion(self.fusion_norm(flat), self.fusion_norm(flat), self.fusion_norm(flat),
                                key_padding_mask=~present.view(batch * f, -1), need_weights=False)  # fmt: skip
         fused = (flat + mixed).view(batch, f, len(MODALITIES), self.width)
-        return self.out(fused) * present.unsqueeze(-1), present  # absent modalities: zero tokens, masked below
+        return self.out(fused) * present.unsqueeze(
+            -1
+        ), present  # absent modalities: zero tokens, masked below
