@@ -1,0 +1,337 @@
+"""ACTConfig: every setting of the model, validated at construction and saved beside the weights.
+
+Defaults follow the ACT paper and LeRobot's ``configuration_act.py`` unless a comment says why not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_FILE = "act_config.json"
+_FORMAT = "kinema.act_config"
+
+CROP_MODES = ("off", "replace", "extra")
+
+# The coordinate-conditioning remedies (design note 003, issues 6 and 12), each a set of config switches.
+REMEDIES: dict[str, dict] = {
+    "plain": {},
+    "aux_head": {"coord_aux_head": True},
+    "film": {"coord_film": True},
+    "crop": {"coord_crop": "extra"},
+    "strong": {"coord_strong": True},
+    "contrastive": {"coord_contrastive": True},
+}
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ACTConfig.{name}: expected an integer >= 1, got {value!r}")
+
+
+def _non_negative_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"ACTConfig.{name}: expected a finite number >= 0, got {value!r}")
+
+
+@dataclass
+class ACTConfig:
+    """The ACT model and its coordinate-conditioning remedies.
+
+    Inputs (B batch, N cameras, D state dims, E environment-state dims, A action dims, C = chunk_size):
+    images (B, N, 3, H, W) or uint8 (B, N, H, W, 3), ``qpos`` (B, D), ``environment_state`` (B, E) (the target's
+    (x, y), when ``environment_state_dim`` > 0); output: an action chunk (B, C, A). Values are raw: the model
+    holds the normalization statistics and applies them itself.
+
+    Transformer. ``n_decoder_layers`` is a real setting: every layer runs and the last one's output feeds the
+    action head. The original ACT implementation built 7 decoder layers but, through a bug, read the output of
+    the first one only; the default 1 reproduces what it actually computed (LeRobot keeps 1 for the same
+    reason). ``pre_norm=False`` is the original's post-norm DETR layer.
+
+    Backbone. ResNet18 with torchvision's parameter names, so ``pretrained_backbone`` (a local ``.pth`` or
+    ``.safetensors`` file of torchvision's ImageNet weights; nothing is downloaded) loads directly; random init
+    otherwise. ``frozen_batchnorm`` (None: frozen exactly when pretrained weights are given) freezes the
+    BatchNorm statistics and affine parameters, as ACT does with ImageNet weights; a randomly initialized
+    backbone needs trainable BatchNorm.
+
+    Execution. ``n_action_steps`` actions of each chunk are executed before the next query, or with
+    ``temporal_ensemble_coeff`` = m the model is queried every step and the predictions for the current step are
+    averaged with weights exp(-m * i), i = 0 for the oldest (needs ``n_action_steps`` = 1; the original uses
+    m = 0.01). One public reproduction measured temporal ensembling worse than plain chunk execution on
+    transfer-cube (87.6% chunked vs 70.8% ensembled), so chunked execution is the default; the default is to
+    be set from kinema's own GPU measurement. Both can be overridden at evaluation time.
+
+    Coordinate remedies (the confuser failure: a plain ACT ignores the one coordinate token):
+
+    - ``coord_aux_head``: an MLP predicts the coordinates from the encoder output of the image tokens (mean
+      pooled: the coordinate token itself is left out, since its own output carries them trivially); loss
+      weight ``coord_aux_weight`` (0.1) x MSE.
+    - ``coord_film``: FiLM (kinema.conditioning) of the ResNet BasicBlocks named by ``coord_film_blocks``
+      ("all", "0,2,4" or "every:2" over the 8 blocks layer1.0 .. layer4.1) by an embedding of the
+      coordinates; identity at init.
+    - ``coord_crop``: crops of side ``crop_size`` x image height around the target projected into each camera
+      with a known geometry (``crop_cameras``, default the fixed ALOHA cameras), at world height
+      ``crop_height``; ``"replace"`` shows the backbone only the crop, ``"extra"`` adds the crop as another
+      view. ``crop_target`` picks the (x, y) pair of ``environment_state`` (0: entries 0 and 1).
+    - ``coord_strong``: a wider coordinate embedding (Fourier features -> MLP of width ``coord_embed_dim``)
+      for the coordinate token, and a residual injection of it into every encoder layer's output.
+    - ``coord_contrastive``: for pairs in a batch whose coordinates differ by more than
+      ``contrastive_threshold`` (raw units, metres), a hinge ``max(0, margin - d(a_i, a_j))`` on the RMS
+      distance of the predicted (normalized) chunks; weight ``contrastive_weight``.
+    """
+
+    # inputs
+    camera_names: tuple[str, ...] = ("top",)
+    state_dim: int = 14
+    action_dim: int = 14
+    environment_state_dim: int = 0  # 0: no environment-state token
+    image_size: tuple[int, int] | None = None  # (H, W) the images are resized to; None: as they come
+    # chunking and execution
+    chunk_size: int = 100
+    n_action_steps: int = 100
+    temporal_ensemble_coeff: float | None = None
+    # transformer
+    dim_model: int = 512
+    n_heads: int = 8
+    dim_feedforward: int = 3200
+    dropout: float = 0.1
+    pre_norm: bool = False
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 1  # what the original computed (see the class docstring)
+    # CVAE
+    use_vae: bool = True
+    latent_dim: int = 32
+    n_vae_encoder_layers: int = 4
+    kl_weight: float = 10.0
+    # backbone
+    backbone: str = "resnet18"
+    backbone_width: int = 64  # resnet18's; smaller only for tiny test models
+    pretrained_backbone: str | None = None
+    frozen_batchnorm: bool | None = None
+    # remedies
+    coord_aux_head: bool = False
+    coord_aux_weight: float = 0.1
+    coord_film: bool = False
+    coord_film_blocks: str = "all"
+    coord_crop: str = "off"
+    crop_size: float = 0.4
+    crop_target: int = 0
+    crop_height: float = 0.02
+    crop_cameras: dict | None = None
+    coord_strong: bool = False
+    coord_embed_dim: int = 256
+    coord_fourier_features: int = 16
+    coord_contrastive: bool = False
+    contrastive_weight: float = 0.1
+    contrastive_margin: float = 0.1
+    contrastive_threshold: float = 0.04
+    notes: dict = field(default_factory=dict)  # free-form provenance (task, data), not used by the model
+
+    def __post_init__(self) -> None:
+        if isinstance(self.camera_names, str) or not self.camera_names:
+            raise ValueError(f"ACTConfig.camera_names: expected a non-empty list, got {self.camera_names!r}")
+        self.camera_names = tuple(self.camera_names)
+        if not all(isinstance(c, str) and c for c in self.camera_names):
+            raise ValueError(f"ACTConfig.camera_names: expected non-empty strings, got {self.camera_names!r}")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            raise ValueError(f"ACTConfig.camera_names: duplicate cameras in {self.camera_names!r}")
+        for name in (
+            "state_dim",
+            "action_dim",
+            "chunk_size",
+            "n_action_steps",
+            "dim_model",
+            "n_heads",
+            "dim_feedforward",
+            "n_encoder_layers",
+            "n_decoder_layers",
+            "latent_dim",
+            "n_vae_encoder_layers",
+            "coord_embed_dim",
+            "backbone_width",
+        ):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.environment_state_dim, bool) or not isinstance(self.environment_state_dim, int):
+            raise ValueError(
+                f"ACTConfig.environment_state_dim: expected an integer >= 0, got {self.environment_state_dim!r}"
+            )
+        if self.environment_state_dim < 0:
+            raise ValueError(
+                f"ACTConfig.environment_state_dim: expected >= 0, got {self.environment_state_dim}"
+            )
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            if len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in size
+            ):
+                raise ValueError(
+                    f"ACTConfig.image_size: expected (H, W), each >= 32, or None; got {self.image_size!r}"
+                )
+            self.image_size = size
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"ACTConfig.n_action_steps: {self.n_action_steps} is more than chunk_size {self.chunk_size}"
+            )
+        if self.temporal_ensemble_coeff is not None:
+            _non_negative_float("temporal_ensemble_coeff", self.temporal_ensemble_coeff)
+            if self.n_action_steps != 1:
+                raise ValueError(
+                    "ACTConfig.temporal_ensemble_coeff: temporal ensembling queries the model every step, so "
+                    f"n_action_steps must be 1, got {self.n_action_steps}"
+                )
+        if self.dim_model % self.n_heads:
+            raise ValueError(
+                f"ACTConfig.dim_model: {self.dim_model} is not divisible by n_heads {self.n_heads}"
+            )
+        if self.dim_model % 4:
+            raise ValueError(
+                f"ACTConfig.dim_model: expected a multiple of 4 (2-D sine embedding), got {self.dim_model}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"ACTConfig.dropout: expected 0 <= dropout < 1, got {self.dropout!r}")
+        for name in (
+            "kl_weight",
+            "coord_aux_weight",
+            "contrastive_weight",
+            "contrastive_margin",
+            "contrastive_threshold",
+        ):
+            _non_negative_float(name, getattr(self, name))
+        if self.backbone != "resnet18":
+            raise ValueError(f"ACTConfig.backbone: only 'resnet18' is implemented, got {self.backbone!r}")
+        if self.pretrained_backbone is not None:
+            self.pretrained_backbone = str(self.pretrained_backbone)
+            if self.backbone_width != 64:
+                raise ValueError(
+                    f"ACTConfig.pretrained_backbone: torchvision's resnet18 has width 64, backbone_width is {self.backbone_width}"
+                )
+        if self.frozen_batchnorm is None:  # frozen statistics only make sense for pretrained weights
+            self.frozen_batchnorm = self.pretrained_backbone is not None
+        if self.coord_crop not in CROP_MODES:
+            raise ValueError(f"ACTConfig.coord_crop: expected one of {CROP_MODES}, got {self.coord_crop!r}")
+        if not 0.0 < float(self.crop_size) <= 1.0:
+            raise ValueError(
+                f"ACTConfig.crop_size: expected a fraction of the image height in (0, 1], got {self.crop_size!r}"
+            )
+        if isinstance(self.coord_fourier_features, bool) or not isinstance(self.coord_fourier_features, int):
+            raise ValueError(
+                f"ACTConfig.coord_fourier_features: expected an integer >= 0, got {self.coord_fourier_features!r}"
+            )
+        if self.coord_fourier_features < 0:
+            raise ValueError(
+                f"ACTConfig.coord_fourier_features: expected >= 0, got {self.coord_fourier_features}"
+            )
+        used = self.coordinate_remedies()
+        if used and self.environment_state_dim == 0:
+            raise ValueError(
+                f"ACTConfig: the coordinate remedies {used} need coordinates, but environment_state_dim is 0 "
+                "(set it to the dataset's environment_state width)"
+            )
+        if self.coord_crop != "off":
+            if self.environment_state_dim < 2 * self.crop_target + 2:
+                raise ValueError(
+                    f"ACTConfig.crop_target: pair {self.crop_target} needs environment_state entries "
+                    f"{2 * self.crop_target} and {2 * self.crop_target + 1}, but environment_state_dim is "
+                    f"{self.environment_state_dim}"
+                )
+            from ._crop import camera_geometries
+
+            camera_geometries(self)  # raises when no configured camera has a known geometry
+        if self.coord_film:
+            from kinema.conditioning import select_layers
+
+            select_layers(self.coord_film_blocks, 8)  # raises naming a bad spec
+        if not isinstance(self.notes, dict):
+            raise ValueError(f"ACTConfig.notes: expected a dict, got {type(self.notes).__name__}")
+
+    # ------------------------------------------------------------------------------------------ derived
+
+    @property
+    def use_environment_state(self) -> bool:
+        return self.environment_state_dim > 0
+
+    def coordinate_remedies(self) -> list[str]:
+        """Names of the remedies this config switches on (see :data:`REMEDIES`)."""
+        on = []
+        if self.coord_aux_head:
+            on.append("aux_head")
+        if self.coord_film:
+            on.append("film")
+        if self.coord_crop != "off":
+            on.append("crop")
+        if self.coord_strong:
+            on.append("strong")
+        if self.coord_contrastive:
+            on.append("contrastive")
+        return on
+
+    def with_remedies(self, *names: str) -> ACTConfig:
+        """A copy with the named remedies (keys of :data:`REMEDIES`) switched on."""
+        changes: dict = {}
+        for name in names:
+            if name not in REMEDIES:
+                raise ValueError(f"remedy: unknown {name!r}; expected one of {sorted(REMEDIES)}")
+            changes.update(REMEDIES[name])
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------------------------------- serialization
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["camera_names"] = list(self.camera_names)
+        data["image_size"] = None if self.image_size is None else list(self.image_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> ACTConfig:
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{source}: expected a JSON object of ACTConfig fields, got {type(data).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown ACTConfig fields {unknown} (a checkpoint from another kinema-act-policy "
+                "version or another model?)"
+            )
+        values = dict(data)
+        if values.get("camera_names") is not None:
+            values["camera_names"] = tuple(values["camera_names"])
+        if values.get("image_size") is not None:
+            values["image_size"] = tuple(values["image_size"])
+        return cls(**values)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes ``<directory>/act_config.json`` atomically."""
+        from ._io import write_json_atomic
+
+        return write_json_atomic(
+            Path(directory) / CONFIG_FILE, {"format": _FORMAT, "version": 1, "config": self.to_dict()}
+        )
+
+    @classmethod
+    def load(cls, directory_or_file: str | os.PathLike) -> ACTConfig:
+        path = Path(directory_or_file)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no ACT config (expected {CONFIG_FILE} in the checkpoint folder)"
+            )
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ValueError(f'{path}: expected a JSON object with "format": "{_FORMAT}"')
+        return cls.from_dict(payload.get("config"), source=str(path))
+
+    def differences(self, other: ACTConfig, ignore: tuple[str, ...] = ("notes",)) -> dict[str, tuple]:
+        """{field: (self's value, other's value)} for every field that differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}

@@ -1,0 +1,182 @@
+"""ACTPolicy: a trained ACT behind kinema.robot_data.sim's SimPolicy protocol (reset / act), batched over
+N environments, each row resetting its chunk (or ensembling) state when its ``step`` is 0.
+
+N environments, R rows queried this step, C chunk steps, A action dims.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._execution import ChunkExecutor
+from ._model import ACT
+
+_UNSET = object()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ACTPolicy:
+    """Runs ``model`` in the simulation harness (``kinema.robot_data.sim.evaluate``) or on a robot.
+
+    - ``n_action_steps`` / ``temporal_ensemble_coeff``: execution (default: the model config's). Giving a
+      coefficient switches to temporal ensembling (the model is queried every step); giving
+      ``temporal_ensemble_coeff=None`` switches to chunked execution.
+    - ``device``: default CUDA when available; ``autocast`` (default: on for CUDA) runs the model in bf16.
+    - ``compile``: False, True / "default" or "reduce-overhead" (CUDA graphs: the lowest query latency). A
+      compiled policy queries all N rows whenever any needs a chunk, so the input shape never changes.
+    """
+
+    def __init__(
+        self,
+        model: ACT,
+        *,
+        device: str | torch.device | None = None,
+        n_action_steps: int | None = None,
+        temporal_ensemble_coeff=_UNSET,
+        autocast: bool | None = None,
+        compile: bool | str = False,
+    ):
+        config = model.config
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        coeff = (
+            config.temporal_ensemble_coeff if temporal_ensemble_coeff is _UNSET else temporal_ensemble_coeff
+        )
+        if n_action_steps is None:
+            n_action_steps = 1 if coeff is not None else config.n_action_steps
+        if coeff is not None and n_action_steps != 1:
+            raise ValueError(
+                f"n_action_steps: temporal ensembling queries every step, so it must be 1, got {n_action_steps}"
+            )
+        self.temporal_ensemble_coeff = coeff
+        self.n_action_steps = n_action_steps
+        self.executor = ChunkExecutor(config.chunk_size, n_action_steps, coeff)
+        self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
+        if compile not in (False, True, "default", "reduce-overhead", "max-autotune"):
+            raise ValueError(
+                f"compile: expected False, True, 'default' or 'reduce-overhead', got {compile!r}"
+            )
+        self.compiled = bool(compile)
+        self._predict = self._predict_eager
+        if compile:
+            mode = "default" if compile is True else compile
+            self._predict = torch.compile(self._predict_eager, mode=mode, dynamic=False)
+        self.num_envs = 0
+        self.queries = 0  # model calls so far (a chunk per row each)
+
+    # ---------------------------------------------------------------------------------------------- inputs
+
+    def _inputs(self, observation: dict, rows: np.ndarray) -> dict:
+        """The model batch of ``rows`` from a SimPolicy observation (numpy, see kinema.robot_data.sim)."""
+        config = self.model.config
+        images = observation.get("images")
+        if not isinstance(images, dict):
+            raise ValueError("observation['images']: expected {camera: (N, H, W, 3) uint8}")
+        missing = [c for c in config.camera_names if c not in images]
+        if missing:
+            raise ValueError(
+                f"observation['images']: missing camera(s) {missing} the model was trained on; has {sorted(images)}"
+            )
+        stacked = np.stack(
+            [np.asarray(images[c])[rows] for c in config.camera_names], axis=1
+        )  # (R, N, H, W, 3)
+        if stacked.dtype != np.uint8:
+            raise ValueError(f"observation['images']: expected uint8 images, got {stacked.dtype}")
+        batch = {
+            "image": torch.from_numpy(stacked).to(self.device, non_blocking=True),
+            "qpos": self._vector(observation, "qpos", config.state_dim, rows),
+        }
+        if config.use_environment_state:
+            batch["environment_state"] = self._vector(
+                observation, "environment_state", config.environment_state_dim, rows
+            )
+        return batch
+
+    def _vector(self, observation: dict, key: str, dim: int, rows: np.ndarray) -> torch.Tensor:
+        if key not in observation:
+            raise ValueError(f"observation[{key!r}]: missing; the model needs it ({dim} values per row)")
+        values = np.asarray(observation[key], dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != dim:
+            raise ValueError(f"observation[{key!r}]: expected (N, {dim}), got {values.shape}")
+        return torch.from_numpy(values[rows]).to(self.device, non_blocking=True)
+
+    # ----------------------------------------------------------------------------------------------- model
+
+    def _predict_eager(self, batch: dict) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model.predict(batch)
+
+    @torch.no_grad()
+    def predict_chunk(self, observation: dict, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Raw action chunks (R, C, A) float32 for ``rows`` (default all) of an observation batch."""
+        num = len(np.asarray(observation["qpos"]))
+        rows = np.arange(num) if rows is None else np.asarray(rows)
+        chunks = self._predict(self._inputs(observation, rows))
+        self.queries += 1
+        return chunks.float().clone()  # a copy: CUDA-graph outputs are overwritten by the next call
+
+    # ---------------------------------------------------------------------------------------- SimPolicy
+
+    def reset(self, num_envs: int) -> None:
+        self.num_envs = int(num_envs)
+        self.executor.reset(self.num_envs, self.model.config.action_dim, self.device)
+
+    def act(self, observation: dict) -> np.ndarray:
+        """Actions (N, A) float64 for the batch; rows with ``step`` 0 start over, inactive rows are not queried."""
+        steps = np.asarray(observation["step"])
+        if steps.ndim != 1:
+            raise ValueError(f"observation['step']: expected (N,), got {steps.shape}")
+        if len(steps) != self.num_envs:
+            self.reset(len(steps))
+        active = np.asarray(observation.get("active", np.ones(len(steps), dtype=bool)), dtype=bool)
+        device = self.executor.position.device
+        self.executor.start_rows(torch.from_numpy(steps == 0).to(device))
+        active_t = torch.from_numpy(active).to(device)
+        need = self.executor.needs_query() & active_t
+        rows = torch.nonzero(need).flatten()
+        chunks = None
+        if rows.numel():
+            if self.compiled:  # a fixed shape: all rows, then keep the ones that needed a chunk
+                chunks = self.predict_chunk(observation)[rows]
+            else:
+                chunks = self.predict_chunk(observation, rows.cpu().numpy())
+        return self.executor.step(chunks, rows, active_t).cpu().numpy()
+
+
+def load_policy(
+    checkpoint_dir: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    n_action_steps: int | None = None,
+    temporal_ensemble_coeff=_UNSET,
+    compile: bool | str = False,
+) -> ACTPolicy:
+    """An :class:`ACTPolicy` from a checkpoint folder (see :func:`kinema.act_policy.load_act`)."""
+    from ._checkpoint import load_act
+
+    device = torch.device(device) if device is not None else default_device()
+    model = load_act(checkpoint_dir, device=device)
+    return ACTPolicy(
+        model,
+        device=device,
+        n_action_steps=n_action_steps,
+        temporal_ensemble_coeff=temporal_ensemble_coeff,
+        compile=compile,
+    )
+
+
+def load_sim_policy(checkpoint_dir: Path, device: str | None = None, **options) -> ACTPolicy:
+    """The loader named in ACT checkpoints' ``policy.json`` (``kinema.act_policy:load_sim_policy``), called by
+    ``kinema-data eval-sim --checkpoint DIR``; ``options``: n_action_steps, temporal_ensemble_coeff, compile."""
+    known = {"n_action_steps", "temporal_ensemble_coeff", "compile"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"policy.json options: unknown {unknown}; expected some of {sorted(known)}")
+    return load_policy(checkpoint_dir, device=device, **options)
