@@ -247,6 +247,10 @@ class ACT(nn.Module):
 
     def _pos_2d(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         key = (height, width, str(device))
+        if torch.compiler.is_compiling():
+            # Inside a compiled (possibly CUDA-graphed) call: a tensor made here lives in the graph's memory pool
+            # and is overwritten by the next replay, so it must not be cached; the compiler folds it to a constant.
+            return sine_embedding_2d(height, width, self.config.dim_model).to(device)
         if key not in self._pos_cache:
             self._pos_cache[key] = sine_embedding_2d(height, width, self.config.dim_model).to(device)
         return self._pos_cache[key]
