@@ -59,3 +59,10 @@ def long_video(tmp_path_factory):
     """A 600-frame coded video at 30 fps with a keyframe every 30 frames."""
     path = tmp_path_factory.mktemp("long") / "long.mp4"
     return testing.write_coded_video(path, 600, 32, 32, fps=30, keyframe_interval=30)
+
+
+def pytest_configure(config):
+    # Small tensors: one intra-op thread is as fast, and far faster on a busy 2-core CI machine.
+    import torch
+
+    torch.set_num_threads(1)

@@ -4,6 +4,9 @@ Shapes: B batch, C latent channels, F latent frames (F - 1 action steps: frame 0
 height/width, HW tokens per latent frame, A = 8 drone actions.
 """
 
+from ._action_estimator import ActionEstimator
+from ._action_eval import evaluate_actions, fit_estimator
+from ._action_metric import ActionScores, score_actions
 from ._action_modules import (
     ACTION_MODULES,
     PLAY_ACTIONS,
@@ -20,6 +23,7 @@ from ._causal_pipeline import ActionCausalInferencePipeline, WanPromptEncoder
 from ._causal_training import causal_training_loss, freeze_generator
 from ._causal_vae import StreamingVAEDecoder
 from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES, WanActionController
+from ._drone_model import DroneWorldModelTrainer, generate_latents
 from ._first_frame import fuse_first_frame, token_timesteps
 from ._flow_matching import FlowMatchingBatch, FlowMatchingObjective
 from ._loading import (
@@ -30,6 +34,7 @@ from ._loading import (
     write_controller_dir,
 )
 from ._pipeline import WanActionPipeline, WanActionPipelineOutput
+from ._pixel_latents import PixelLatentSpace
 from ._train_config import TrainConfig
 from ._trainer import TrainingDiverged, TrainResult, WorldModelTrainer
 from ._transformer import WanActionTransformer
@@ -42,14 +47,18 @@ __all__ = [
     "INJECTION_TYPES",
     "PLAY_ACTIONS",
     "ActionCausalInferencePipeline",
+    "ActionEstimator",
+    "ActionScores",
     "ActionSequenceEncoder",
     "CausalRolloutConfig",
     "CausalWanModel",
+    "DroneWorldModelTrainer",
     "FlowMatchingBatch",
     "FlowMatchingObjective",
     "HistoryActionModule",
     "ModelFileError",
     "MultimodalActionModule",
+    "PixelLatentSpace",
     "StreamingVAEDecoder",
     "TrainConfig",
     "TrainResult",
@@ -65,8 +74,11 @@ __all__ = [
     "causal_training_loss",
     "decode_latents",
     "encode_video",
+    "evaluate_actions",
+    "fit_estimator",
     "freeze_generator",
     "fuse_first_frame",
+    "generate_latents",
     "load_action_checkpoint",
     "load_actions",
     "load_causal_pipeline",
@@ -75,6 +87,7 @@ __all__ = [
     "load_wan_components",
     "parse_compact_actions",
     "prepare_actions",
+    "score_actions",
     "token_timesteps",
     "write_action_checkpoint",
     "write_controller_dir",

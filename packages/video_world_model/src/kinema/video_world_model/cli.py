@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _cli_generate, _cli_merge_lora, _cli_play, _cli_scan, _cli_train
+from kinema.robot_data.sim import RenderBackendError
+
+from . import _cli_drone, _cli_generate, _cli_merge_lora, _cli_play, _cli_scan, _cli_train
 from ._trainer import TrainingDiverged
 from ._version import __version__
 from .vace_e import _cli as _cli_vace_e
 
-COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e, _cli_play]
+COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e, _cli_play, _cli_drone]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, TrainingDiverged) as error:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        ImportError,
+        RenderBackendError,
+        TrainingDiverged,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

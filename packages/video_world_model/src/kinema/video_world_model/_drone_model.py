@@ -1,0 +1,239 @@
+"""A small Wan world model trained from scratch on drone flights, in :class:`PixelLatentSpace`.
+
+- :func:`drone_transformer`: a random diffusers ``WanTransformer3DModel`` (TI2V layout: per-token timesteps,
+  2x2 patches) with 192 input/output channels (the pixel latents of 4 frames, 4x4 space-to-depth);
+- :func:`write_pixel_cache`: an action-video dataset -> the latent cache ``kinema-wm train --cache_dir`` reads
+  (the same index and shard format as ``kinema-wm cache``), with pixel latents and a constant prompt embedding
+  (every flight's prompt describes the same kind of scene; the first frame shows which);
+- :class:`DroneWorldModelTrainer`: ``WorldModelTrainer`` that also trains the transformer (random init: there is
+  no pretrained backbone to freeze) and exports it beside the controller, as ``<output>/transformer/``;
+- :func:`generate_latents`: Euler flow-matching sampling with TI2V first-frame conditioning, the same sigmas
+  (shift 5) as training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from kinema.robot_data import ActionVideoConfig, ActionVideoDataset
+
+from ._first_frame import fuse_first_frame, token_timesteps
+from ._pixel_latents import PixelLatentSpace
+from ._train_config import TrainConfig
+from ._train_data import CACHE_FORMAT, CACHE_INDEX
+from ._trainer import WorldModelTrainer
+from ._transformer import WanActionTransformer
+
+TRANSFORMER_DIR = "transformer"
+PROMPT_TOKENS = 1
+
+DRONE_TRANSFORMERS: dict[str, dict[str, Any]] = {
+    # ~19M parameters: 1344 tokens per 64x64x81 clip (21 latent frames x 8 x 8)
+    "small": {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 6,
+        "attention_head_dim": 64,
+        "in_channels": 192,
+        "out_channels": 192,
+        "text_dim": 16,
+        "freq_dim": 256,
+        "ffn_dim": 1536,
+        "num_layers": 8,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024,
+    },
+    # CPU smoke runs and tests
+    "tiny": {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "in_channels": 192,
+        "out_channels": 192,
+        "text_dim": 16,
+        "freq_dim": 32,
+        "ffn_dim": 64,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 256,
+    },
+}
+
+
+def drone_transformer(size: str = "small", seed: int = 0) -> WanTransformer3DModel:
+    """A randomly initialized WanTransformer3DModel of preset ``size`` ("small" or "tiny")."""
+    if size not in DRONE_TRANSFORMERS:
+        raise ValueError(f"size: expected one of {sorted(DRONE_TRANSFORMERS)}, got {size!r}")
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(**DRONE_TRANSFORMERS[size])
+
+
+def prompt_embedding(text_dim: int) -> torch.Tensor:
+    """The constant prompt embedding (PROMPT_TOKENS, text_dim) of every clip: zeros."""
+    return torch.zeros(PROMPT_TOKENS, text_dim)
+
+
+def write_pixel_cache(
+    dataset_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    latent_space: PixelLatentSpace | None,
+    *,
+    num_frames: int,
+    text_dim: int,
+    shard_size: int = 64,
+    fit_clips: int = 64,
+    progress: bool = True,
+) -> PixelLatentSpace:
+    """Encodes every clip of the action-video dataset in ``dataset_dir`` into a ``kinema-wm train --cache_dir``
+    cache (bf16 latents (C, F, h, w), prompt embeddings (1, text_dim), raw actions). ``latent_space`` None fits
+    the normalization on the first ``fit_clips`` clips. The cache is written beside the dataset, never into it;
+    shards and the index atomically, the index last. Returns the latent space (also saved in ``cache_dir``)."""
+    root, base = Path(cache_dir).resolve(), Path(dataset_dir).resolve()
+    if root == base or base in root.parents:
+        raise ValueError(
+            f"cache_dir: {root} is inside the dataset directory {base}; write the cache elsewhere"
+        )
+    if (root / CACHE_INDEX).exists():
+        raise FileExistsError(f"cache_dir: {root} already holds a cache")
+    dataset = ActionVideoDataset(
+        ActionVideoConfig(base_path=base, num_frames=num_frames, max_pixels=None, strict=True)
+    )
+    if latent_space is None:
+        count = min(fit_clips, len(dataset.clips))
+        videos = torch.stack([dataset[i]["video"] for i in range(count)])
+        latent_space = PixelLatentSpace.fit(videos.float() / 127.5 - 1)
+    root.mkdir(parents=True, exist_ok=True)
+    latent_space.save(root)
+    embedding = prompt_embedding(text_dim).to(torch.bfloat16)
+    rows: list[dict[str, Any]] = []
+    shard: dict[str, torch.Tensor] = {}
+    shard_index = 0
+
+    def flush() -> None:
+        nonlocal shard, shard_index
+        if shard:
+            name = f"shard-{shard_index:05d}.safetensors"
+            save_file(shard, str(root / f".{name}.tmp"))
+            os.replace(root / f".{name}.tmp", root / name)
+            shard, shard_index = {}, shard_index + 1
+
+    for i in tqdm(range(len(dataset.clips)), desc="cache", disable=not progress):
+        sample = dataset[i]
+        key = f"{i:06d}"
+        latents = latent_space.encode(sample["video"].unsqueeze(0))[0]
+        shard[f"{key}.latents"] = latents.to(torch.bfloat16).contiguous()
+        shard[f"{key}.prompt_embeds"] = embedding.clone()
+        rows.append(
+            {
+                "shard": f"shard-{shard_index:05d}.safetensors",
+                "key": key,
+                "prompt": sample["prompt"],
+                "row": sample["row"],
+                "action_binary": sample["action_binary"].tolist(),
+                "action_magnitude": sample["action_magnitude"].tolist(),
+            }
+        )
+        if len(shard) >= 2 * shard_size:
+            flush()
+    flush()
+    index = {
+        "format": CACHE_FORMAT,
+        "version": 1,
+        "model_dir": "pixel-space",
+        "dataset_base_path": str(base),
+        "num_frames": num_frames,
+        "dtype": "bfloat16",
+        "action_magnitude_scale": list(dataset.config.action_magnitude_scale),
+        "latent_space": json.loads((root / "latent_space.json").read_text()),
+        "rows": rows,
+    }
+    (root / f".{CACHE_INDEX}.tmp").write_text(json.dumps(index))
+    os.replace(root / f".{CACHE_INDEX}.tmp", root / CACHE_INDEX)
+    return latent_space
+
+
+class DroneWorldModelTrainer(WorldModelTrainer):
+    """``kinema-wm train``'s loop for a transformer trained from scratch: the transformer trains with the
+    controller (``train_backbone``), or the controller is frozen at output scale 0 (``train_controller=False``:
+    an action-free base model). Exports ``<output>/transformer/`` (diffusers layout) beside the controller."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        transformer: WanTransformer3DModel,
+        *,
+        train_backbone: bool = True,
+        train_controller: bool = True,
+        accelerator=None,
+    ):
+        if config.cache_dir is None:
+            raise ValueError("cache_dir: the drone model trains on a pixel-latent cache (write_pixel_cache)")
+        self.train_backbone, self.train_controller = train_backbone, train_controller
+        super().__init__(config, accelerator, components={"transformer": transformer})
+
+    def build(self):
+        dataset, module = super().build()
+        module.model.transformer.requires_grad_(self.train_backbone)
+        if not self.train_controller:
+            module.model.controller.requires_grad_(False)
+        return dataset, module
+
+    def export(self, step: int) -> None:
+        super().export(step)
+        target = self.output / TRANSFORMER_DIR
+        staging = self.output / f".{TRANSFORMER_DIR}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.raw.model.transformer.save_pretrained(staging, safe_serialization=True)
+        if target.exists():
+            old = self.output / f".{TRANSFORMER_DIR}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+
+
+@torch.no_grad()
+def generate_latents(
+    model: WanActionTransformer,
+    first_frame: torch.Tensor,
+    action_binary: torch.Tensor | None,
+    action_magnitude: torch.Tensor | None,
+    num_latent_frames: int,
+    *,
+    num_inference_steps: int = 30,
+    shift: float = 5.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """first_frame (B, C, 1, h, w) clean latents, actions (B, F-1, 8) raw -> latents (B, C, F, h, w), float32.
+
+    Euler steps of the rectified flow from pure noise, frame 0 replaced by ``first_frame`` before every step."""
+    device, dtype = model.device, model.dtype
+    batch, channels, _, h, w = first_frame.shape
+    first = first_frame.to(device, torch.float32)
+    shape = (batch, channels, num_latent_frames, h, w)
+    noise_device = generator.device if generator is not None else device
+    latents = torch.randn(shape, generator=generator, device=noise_device).to(device)
+    latents = fuse_first_frame(latents, first)
+    patch = model.transformer.config.patch_size
+    tokens_per_frame = (h // patch[1]) * (w // patch[2])
+    text = prompt_embedding(model.transformer.config.text_dim).to(device, dtype).expand(batch, -1, -1)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    for t in scheduler.timesteps:
+        timestep = token_timesteps(t.expand(batch), num_latent_frames, tokens_per_frame).to(device)
+        prediction = model(latents.to(dtype), timestep, text, action_binary, action_magnitude).float()
+        latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
+        latents = fuse_first_frame(latents, first)
+    return latents
