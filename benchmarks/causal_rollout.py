@@ -33,9 +33,9 @@ import json
 import statistics
 import sys
 import time
-import warnings
 
 import torch
+from _shapes import WAN_TI2V_5B, WAN_TI2V_5B_SMOKE, random_model
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.utils import logging as diffusers_logging
 
@@ -45,29 +45,7 @@ from kinema.video_world_model._causal_vae import StreamingVAEDecoder
 from kinema.video_world_model._loading import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_VAE
 
-WAN_TI2V_5B = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 24,
-    "attention_head_dim": 128,
-    "in_channels": 48,
-    "out_channels": 48,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 14336,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-}
-SMOKE = WAN_TI2V_5B | {
-    "num_attention_heads": 2,
-    "attention_head_dim": 12,
-    "in_channels": 4,
-    "out_channels": 4,
-    "text_dim": 16,
-    "freq_dim": 16,
-    "ffn_dim": 32,
-    "num_layers": 2,
-}
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GOAL_FPS, GOAL_FIRST_FRAME_S = 30.0, 0.5
 
@@ -79,14 +57,7 @@ def sync(device: torch.device) -> float:
 
 
 def build_transformer(config: dict, device: torch.device) -> WanTransformer3DModel:
-    with device, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transformer = WanTransformer3DModel(**config).to(torch.bfloat16).eval().requires_grad_(False)
-    for name, parameter in transformer.named_parameters():  # as from_pretrained(torch_dtype=bf16) leaves them
-        if any(part in WanTransformer3DModel._keep_in_fp32_modules for part in name.split(".")):
-            parameter.data = parameter.data.float()
-    transformer.rope.float()  # its rotary tables too (buffers), as _keep_in_fp32_modules leaves them on loading
-    return transformer
+    return random_model(WanTransformer3DModel, config, device, torch.bfloat16)
 
 
 def build_vae(config: dict, device: torch.device, dtype: torch.dtype) -> AutoencoderKLWan:
@@ -216,7 +187,7 @@ def main() -> int:
         print("this benchmark needs a CUDA GPU (or --smoke)", file=sys.stderr)
         return 1
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    model_config = SMOKE if args.smoke else WAN_TI2V_5B
+    model_config = WAN_TI2V_5B_SMOKE if args.smoke else WAN_TI2V_5B
     vae_config = TINY_VAE if args.smoke else WAN22_VAE_CONFIG
     height, width = (64, 64) if args.smoke else (480, 832)
     if args.smoke:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-import warnings
 
 import torch
+from _shapes import random_model, timed
 from diffusers import WanVACETransformer3DModel
 
 from kinema.video_world_model._lora import add_lora
@@ -47,33 +45,6 @@ VACE_1_3B = {
 }
 
 
-def timed(step, iters: int, warmup: int = 2) -> tuple[float, float]:
-    cuda = torch.cuda.is_available()
-    for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), (torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"))
-
-
-def build(config: dict, device: torch.device, dtype: torch.dtype) -> WanVACETransformer3DModel:
-    with device, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        vace = WanVACETransformer3DModel(**config).to(dtype)
-    for name, parameter in vace.named_parameters():  # as from_pretrained(torch_dtype=bf16) keeps them
-        if any(part in WanVACETransformer3DModel._keep_in_fp32_modules for part in name.split(".")):
-            parameter.data = parameter.data.float()
-    return vace.eval().requires_grad_(False)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,7 +62,7 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     torch.manual_seed(0)
-    vace = build(config, device, dtype)
+    vace = random_model(WanVACETransformer3DModel, config, device, dtype)
     dim = config["num_attention_heads"] * config["attention_head_dim"]
     layers = "0,5,10,15,20,25" if not args.smoke else "0,2"
     encoder = TaskEmbodimentEncoder(

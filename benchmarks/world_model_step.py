@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-import warnings
-from collections.abc import Callable
 
 import torch
+from _shapes import WAN_TI2V_5B, WAN_TI2V_5B_SMOKE, random_model, timed
 from diffusers import WanTransformer3DModel
 
 from kinema.video_world_model import (
@@ -35,47 +32,6 @@ from kinema.video_world_model import (
     WanActionTransformer,
     token_timesteps,
 )
-
-WAN_TI2V_5B = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 24,
-    "attention_head_dim": 128,
-    "in_channels": 48,
-    "out_channels": 48,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 14336,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-}
-SMOKE = WAN_TI2V_5B | {
-    "num_attention_heads": 2,
-    "attention_head_dim": 12,
-    "text_dim": 16,
-    "freq_dim": 16,
-    "ffn_dim": 32,
-    "num_layers": 2,
-}
-
-
-def timed(step: Callable[[], object], iters: int, warmup: int = 2) -> tuple[float, float]:
-    """(median seconds, peak GiB) of ``step``."""
-    cuda = torch.cuda.is_available()
-    for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    return statistics.median(times), peak
 
 
 def bench_size(size, transformer, ours, ours_plain, controller, config, device, dtype, args, results) -> None:
@@ -150,7 +106,7 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    config = SMOKE if args.smoke else WAN_TI2V_5B
+    config = WAN_TI2V_5B_SMOKE if args.smoke else WAN_TI2V_5B
     if args.smoke:
         args.iters, args.sizes, args.no_compile = 1, "64x64x9", True
     elif not torch.cuda.is_available():
@@ -159,15 +115,8 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16
     torch.manual_seed(0)
-    with device, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the bf16 cast warning: fp32 modules are restored just below
-        transformer = WanTransformer3DModel(**config).to(dtype).eval().requires_grad_(False)
-        keep_fp32 = (
-            WanTransformer3DModel._keep_in_fp32_modules
-        )  # as from_pretrained(torch_dtype=bf16) leaves them
-        for name, parameter in transformer.named_parameters():
-            if any(part in keep_fp32 for part in name.split(".")):
-                parameter.data = parameter.data.float()
+    transformer = random_model(WanTransformer3DModel, config, device, dtype)
+    with device:
         controller_config = ACTION_CONTROLLER_CONFIGS["wan_ti2v_5b"] | {
             "hidden_size": config["num_attention_heads"] * config["attention_head_dim"],
             "num_heads": config["num_attention_heads"],

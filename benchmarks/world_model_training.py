@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from _shapes import WAN_TI2V_5B, random_model
 from accelerate import Accelerator
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from safetensors.torch import save_file
@@ -37,32 +38,16 @@ from kinema.video_world_model._train_data import CACHE_FORMAT, CACHE_INDEX
 from kinema.video_world_model._trainer import WorldModelTrainer
 from kinema.video_world_model.testing import TINY_TRANSFORMER, TINY_VAE, tiny_tokenizer
 
-WAN_TI2V_5B = TINY_TRANSFORMER | {
-    "num_attention_heads": 24,
-    "attention_head_dim": 128,
-    "in_channels": 48,
-    "out_channels": 48,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 14336,
-    "num_layers": 30,
-    "rope_max_seq_len": 1024,
-}
-
 
 def components(smoke: bool, device: torch.device) -> dict:
     torch.manual_seed(0)
-    transformer_config = TINY_TRANSFORMER if smoke else WAN_TI2V_5B
+    transformer_config = (
+        TINY_TRANSFORMER if smoke else TINY_TRANSFORMER | WAN_TI2V_5B | {"rope_max_seq_len": 1024}
+    )
+    transformer = random_model(
+        WanTransformer3DModel, transformer_config, device, torch.float32 if smoke else torch.bfloat16
+    ).requires_grad_(True)
     with device:
-        transformer = WanTransformer3DModel(**transformer_config).to(
-            torch.float32 if smoke else torch.bfloat16
-        )
-        for (
-            name,
-            parameter,
-        ) in transformer.named_parameters():  # as from_pretrained(torch_dtype=bf16) keeps them
-            if any(part in WanTransformer3DModel._keep_in_fp32_modules for part in name.split(".")):
-                parameter.data = parameter.data.float()
         vae = AutoencoderKLWan(
             **(
                 TINY_VAE

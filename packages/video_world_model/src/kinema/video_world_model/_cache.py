@@ -24,19 +24,65 @@ from ._train_model import PromptEncoder
 from ._vae import encode_video
 
 
+class CacheWriter:
+    """Writes samples into ``shard-XXXXX.safetensors`` files and, on :meth:`close`, the index (each atomically,
+    the index last). Refuses a folder inside the dataset or one that already holds a cache."""
+
+    def __init__(self, cache_dir: str | os.PathLike, dataset_dir: str | os.PathLike, shard_size: int = 64):
+        self.root, self.base = Path(cache_dir).resolve(), Path(dataset_dir).resolve()
+        if self.root == self.base or self.base in self.root.parents:
+            raise ValueError(
+                f"--cache_dir: {self.root} is inside the dataset directory {self.base}; write the cache elsewhere"
+            )
+        if (self.root / CACHE_INDEX).exists():
+            raise FileExistsError(f"--cache_dir: {self.root} already holds a cache")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self.rows: list[dict] = []
+        self._shard: dict[str, torch.Tensor] = {}
+        self._index = 0
+
+    def add(self, sample: dict, latents: torch.Tensor, prompt_embeds: torch.Tensor) -> None:
+        """One dataset sample (prompt, row, raw actions) with its latents (C, F, h, w) and embeddings (S, D)."""
+        key = f"{len(self.rows):06d}"
+        self._shard[f"{key}.latents"] = latents.cpu().contiguous()
+        self._shard[f"{key}.prompt_embeds"] = prompt_embeds.cpu().contiguous()
+        self.rows.append(
+            {
+                "shard": f"shard-{self._index:05d}.safetensors",
+                "key": key,
+                "prompt": sample["prompt"],
+                "row": sample["row"],
+                "action_binary": sample["action_binary"].tolist(),
+                "action_magnitude": sample["action_magnitude"].tolist(),
+            }
+        )
+        if len(self._shard) >= 2 * self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._shard:
+            name = f"shard-{self._index:05d}.safetensors"
+            save_file(self._shard, str(self.root / f".{name}.tmp"))
+            os.replace(self.root / f".{name}.tmp", self.root / name)
+            self._shard, self._index = {}, self._index + 1
+
+    def close(self, **fields) -> Path:
+        """Flushes the last shard and writes the index with ``fields`` (sizes, dtype, magnitude scale, ...)."""
+        self._flush()
+        index = {"format": CACHE_FORMAT, "version": 1, "dataset_base_path": str(self.base)} | fields
+        index["rows"] = self.rows
+        tmp = self.root / f".{CACHE_INDEX}.tmp"
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.root / CACHE_INDEX)
+        return self.root / CACHE_INDEX
+
+
 def write_cache(
     config, cache_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype, shard_size: int = 64
 ) -> Path:
     """Encodes every clip of ``config``'s dataset (a TrainConfig) into ``cache_dir``; returns the index path."""
-    root = Path(cache_dir).resolve()
-    base = Path(config.dataset_base_path).resolve()
-    if root == base or base in root.parents:
-        raise ValueError(
-            f"--cache_dir: {root} is inside the dataset directory {base}; write the cache elsewhere"
-        )
-    if (root / CACHE_INDEX).exists():
-        raise FileExistsError(f"--cache_dir: {root} already holds a cache")
-    root.mkdir(parents=True, exist_ok=True)
+    writer = CacheWriter(cache_dir, config.dataset_base_path, shard_size)
     dataset, scale = build_dataset(config)
     components = load_wan_components(
         config.model_dir, dtype, config.text_encoder_path, config.tokenizer_path, config.vae_path
@@ -45,51 +91,15 @@ def write_cache(
     prompt_encoder = PromptEncoder(
         components["tokenizer"], components["text_encoder"].to(device), vae, components["scheduler"]
     )
-    rows, shard, shard_index = [], {}, 0
-
-    def flush() -> None:
-        nonlocal shard, shard_index
-        if shard:
-            name = f"shard-{shard_index:05d}.safetensors"
-            tmp = root / f".{name}.tmp"
-            save_file(shard, str(tmp))
-            os.replace(tmp, root / name)
-            shard, shard_index = {}, shard_index + 1
-
-    clips = len(dataset.clips)  # one pass over the clips (repeat applies at training time)
-    for i in tqdm(range(clips), desc="cache"):
+    for i in tqdm(range(len(dataset.clips)), desc="cache"):  # one pass (repeat applies at training time)
         sample = dataset[i]
         video = sample["video"].unsqueeze(0).to(device)
         video = video.float() / 127.5 - 1 if video.dtype == torch.uint8 else video.float()
-        key = f"{i:06d}"
-        shard[f"{key}.latents"] = encode_video(vae, video)[0].to(dtype).cpu().contiguous()
-        shard[f"{key}.prompt_embeds"] = (
-            prompt_encoder([sample["prompt"]], device, dtype)[0].cpu().contiguous()
-        )
-        rows.append(
-            {
-                "shard": f"shard-{shard_index:05d}.safetensors",
-                "key": key,
-                "prompt": sample["prompt"],
-                "row": sample["row"],
-                "action_binary": sample["action_binary"].tolist(),
-                "action_magnitude": sample["action_magnitude"].tolist(),
-            }
-        )
-        if len(shard) >= 2 * shard_size:
-            flush()
-    flush()
-    index = {
-        "format": CACHE_FORMAT,
-        "version": 1,
-        "model_dir": str(config.model_dir),
-        "dataset_base_path": str(base),
-        "num_frames": config.num_frames,
-        "dtype": str(dtype).removeprefix("torch."),
-        "action_magnitude_scale": scale,
-        "rows": rows,
-    }
-    tmp = root / f".{CACHE_INDEX}.tmp"
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, root / CACHE_INDEX)
-    return root / CACHE_INDEX
+        latents = encode_video(vae, video)[0].to(dtype)
+        writer.add(sample, latents, prompt_encoder([sample["prompt"]], device, dtype)[0])
+    return writer.close(
+        model_dir=str(config.model_dir),
+        num_frames=config.num_frames,
+        dtype=str(dtype).removeprefix("torch."),
+        action_magnitude_scale=scale,
+    )

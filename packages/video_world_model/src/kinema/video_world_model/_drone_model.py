@@ -16,20 +16,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from kinema.robot_data import ActionVideoConfig, ActionVideoDataset
 
+from ._cache import CacheWriter
 from ._first_frame import fuse_first_frame, token_timesteps
 from ._pixel_latents import PixelLatentSpace
 from ._train_config import TrainConfig
-from ._train_data import CACHE_FORMAT, CACHE_INDEX
 from ._trainer import WorldModelTrainer
 from ._transformer import WanActionTransformer
 
@@ -98,67 +96,27 @@ def write_pixel_cache(
     cache (bf16 latents (C, F, h, w), prompt embeddings (1, text_dim), raw actions). ``latent_space`` None fits
     the normalization on the first ``fit_clips`` clips. The cache is written beside the dataset, never into it;
     shards and the index atomically, the index last. Returns the latent space (also saved in ``cache_dir``)."""
-    root, base = Path(cache_dir).resolve(), Path(dataset_dir).resolve()
-    if root == base or base in root.parents:
-        raise ValueError(
-            f"cache_dir: {root} is inside the dataset directory {base}; write the cache elsewhere"
-        )
-    if (root / CACHE_INDEX).exists():
-        raise FileExistsError(f"cache_dir: {root} already holds a cache")
+    writer = CacheWriter(cache_dir, dataset_dir, shard_size)
     dataset = ActionVideoDataset(
-        ActionVideoConfig(base_path=base, num_frames=num_frames, max_pixels=None, strict=True)
+        ActionVideoConfig(base_path=writer.base, num_frames=num_frames, max_pixels=None, strict=True)
     )
     if latent_space is None:
         count = min(fit_clips, len(dataset.clips))
         videos = torch.stack([dataset[i]["video"] for i in range(count)])
         latent_space = PixelLatentSpace.fit(videos.float() / 127.5 - 1)
-    root.mkdir(parents=True, exist_ok=True)
-    latent_space.save(root)
+    latent_space.save(writer.root)
     embedding = prompt_embedding(text_dim).to(torch.bfloat16)
-    rows: list[dict[str, Any]] = []
-    shard: dict[str, torch.Tensor] = {}
-    shard_index = 0
-
-    def flush() -> None:
-        nonlocal shard, shard_index
-        if shard:
-            name = f"shard-{shard_index:05d}.safetensors"
-            save_file(shard, str(root / f".{name}.tmp"))
-            os.replace(root / f".{name}.tmp", root / name)
-            shard, shard_index = {}, shard_index + 1
-
     for i in tqdm(range(len(dataset.clips)), desc="cache", disable=not progress):
         sample = dataset[i]
-        key = f"{i:06d}"
         latents = latent_space.encode(sample["video"].unsqueeze(0))[0]
-        shard[f"{key}.latents"] = latents.to(torch.bfloat16).contiguous()
-        shard[f"{key}.prompt_embeds"] = embedding.clone()
-        rows.append(
-            {
-                "shard": f"shard-{shard_index:05d}.safetensors",
-                "key": key,
-                "prompt": sample["prompt"],
-                "row": sample["row"],
-                "action_binary": sample["action_binary"].tolist(),
-                "action_magnitude": sample["action_magnitude"].tolist(),
-            }
-        )
-        if len(shard) >= 2 * shard_size:
-            flush()
-    flush()
-    index = {
-        "format": CACHE_FORMAT,
-        "version": 1,
-        "model_dir": "pixel-space",
-        "dataset_base_path": str(base),
-        "num_frames": num_frames,
-        "dtype": "bfloat16",
-        "action_magnitude_scale": list(dataset.config.action_magnitude_scale),
-        "latent_space": json.loads((root / "latent_space.json").read_text()),
-        "rows": rows,
-    }
-    (root / f".{CACHE_INDEX}.tmp").write_text(json.dumps(index))
-    os.replace(root / f".{CACHE_INDEX}.tmp", root / CACHE_INDEX)
+        writer.add(sample, latents.to(torch.bfloat16), embedding.clone())
+    writer.close(
+        model_dir="pixel-space",
+        num_frames=num_frames,
+        dtype="bfloat16",
+        action_magnitude_scale=list(dataset.config.action_magnitude_scale),
+        latent_space=json.loads((writer.root / "latent_space.json").read_text()),
+    )
     return latent_space
 
 
