@@ -45,7 +45,6 @@ from kinema.video_world_model._causal_vae import StreamingVAEDecoder
 from kinema.video_world_model._loading import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_VAE
 
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GOAL_FPS, GOAL_FIRST_FRAME_S = 30.0, 0.5
 
