@@ -1,4 +1,5 @@
-# kinema: the two commands a new user runs first.
+# kinema: the commands a new user runs first.
+#   make demo   the CPU quickstart: ACT vs the hybrid on the bundled docking task -> runs/demo/report.md
 #   make test   lint + every package's tests + wheel builds, on a machine with only python3
 #   make dev    an editable install of every package into .venv, for working on kinema
 PYTHON ?= python3
@@ -6,12 +7,23 @@ VENV := .venv
 NOX := $(VENV)/bin/nox
 NOX_VERSION := 2026.10.20
 
-.PHONY: test lint build dev clean
+.PHONY: demo test lint build dev clean
 
 $(NOX):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q nox==$(NOX_VERSION)
+
+# The demo's packages, installed together so the kinema siblings resolve to these folders (never PyPI), torch
+# from constraints.txt (the CPU wheel). Skipped when .venv already has them (make dev).
+DEMO_PACKAGES := packages/conditioning packages/robot_data packages/act_policy packages/hybrid_policy
+
+$(VENV)/bin/kinema-hybrid:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -c constraints.txt $(DEMO_PACKAGES)
+
+demo: $(VENV)/bin/kinema-hybrid
+	$(VENV)/bin/kinema-hybrid demo --out runs/demo
 
 test: $(NOX)
 	$(NOX) -s lint tests build

@@ -5,13 +5,16 @@ Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C c
 
 from ._checkpoint import load_act, save_act
 from ._config import REMEDIES, ACTConfig
-from ._execution import TemporalEnsembler
+from ._data import check_episodes, load_episodes, split_episodes
+from ._execution import ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
+from ._io import load_torch, save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
 from ._losses import contrastive_coordinate_loss, kl_divergence, masked_l1
 from ._model import ACT
 from ._policy import ACTPolicy, load_policy, load_sim_policy
 from ._resnet import ResNet18, load_torchvision_resnet18
-from ._train import TrainConfig, TrainResult, train
+from ._train import TrainConfig, TrainResult, episode_files, train
+from ._transformer import Encoder, sine_embedding_1d, sine_embedding_2d
 from ._version import __version__
 
 __all__ = [
@@ -19,20 +22,33 @@ __all__ = [
     "REMEDIES",
     "ACTConfig",
     "ACTPolicy",
+    "ChunkExecutor",
     "ConfuserExperiment",
+    "Encoder",
     "ResNet18",
     "TemporalEnsembler",
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "check_episodes",
     "contrastive_coordinate_loss",
+    "episode_files",
     "kl_divergence",
     "load_act",
+    "load_episodes",
     "load_policy",
     "load_sim_policy",
+    "load_torch",
     "load_torchvision_resnet18",
     "masked_l1",
     "run_confuser_experiment",
     "save_act",
+    "save_torch_atomic",
+    "sine_embedding_1d",
+    "sine_embedding_2d",
+    "split_episodes",
     "train",
+    "write_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
 ]

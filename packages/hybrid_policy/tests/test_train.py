@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from kinema.hybrid_policy import load_hybrid, train
+from kinema.hybrid_policy.testing import tiny_config, tiny_train_config
+
+
+def log(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_loss_falls(dock_data, tmp_path):
+    config = tiny_config(variant="C", kl_schedule="0.001")
+    result = train(
+        config, tiny_train_config(dock_data, tmp_path / "run", max_steps=60, log_every=10, val_every=1000)
+    )
+    losses = [r["train/diffusion"] for r in log(tmp_path / "run") if "train/diffusion" in r]
+    assert result.complete and result.step == 60
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_artifacts_and_validation(trained):
+    _, out = trained
+    for name in (
+        "hybrid_config.json",
+        "model.safetensors",
+        "policy.json",
+        "train_result.json",
+        "train_config.json",
+    ):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["step"] == 12 and result["complete"]
+    assert {"val/l1", "val/l2", "val/diffusion", "val/kl"} <= set(result["val"])
+    model = load_hybrid(out, variant="C")
+    assert model.config.notes["task"] == "dock"
+
+
+def test_resume_continues_and_refuses_another_variant(trained, tmp_path):
+    config, out = trained
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, tiny_train_config(out.parent / "unused", out, max_steps=12))
+    with pytest.raises(ValueError, match="variant: checkpoint 'C', now 'B'"):
+        train(tiny_config(variant="B"), tiny_train_config(_data(trained), out, max_steps=14, resume=True))
+
+
+def _data(trained):
+    _, out = trained
+    train_config = json.loads((out / "train_config.json").read_text())["train"]
+    return train_config["data"]
