@@ -307,7 +307,7 @@ class Run:
 
     # --- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, variant: str) -> dict:
-        self.need(30, f"evaluating {variant}")
+        self.need(150, f"evaluating {variant}")
         estimator = ActionEstimator.load(self.estimator_dir)
         results, rows = {}, read_dataset_actions(self.test_dir)
         workers = 1 if self.args.smoke else self.s.data_workers  # spawning workers costs more than tiny clips
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=".bench/drone", help="resumable state (git-ignored)")
     parser.add_argument("--out", help="where the few result files go (e.g. $OUT on the GPU machine)")
     parser.add_argument("--budget_minutes", type=float, default=9.0, help="stop cleanly before this")
-    parser.add_argument("--reserve_seconds", type=float, default=100.0,
+    parser.add_argument("--reserve_seconds", type=float, default=330.0,
                         help="with --stage all: training stops early to keep this for generation + evaluation")  # fmt: skip
     parser.add_argument("--steps", type=int, help="training steps per variant (default 3000; smoke 6)")
     parser.add_argument(

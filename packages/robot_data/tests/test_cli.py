@@ -126,7 +126,9 @@ def test_console_script_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "kinema.robot_data.cli", "--version"], capture_output=True, text=True
     )
-    assert result.returncode == 0 and "kinema-data 0.1.0" in result.stdout
+    from kinema.robot_data import __version__
+
+    assert result.returncode == 0 and f"kinema-data {__version__}" in result.stdout
 
 
 def test_other_modules_can_register_commands(capsys):

@@ -26,17 +26,19 @@ logger = logging.getLogger("kinema.robot_data.sim")
 _KNOWN_BACKENDS = ("egl", "osmesa", "glfw")
 _PROBE = r"""
 import sys
-from dm_control import mujoco
-physics = mujoco.Physics.from_xml_string("<mujoco><worldbody><light pos='0 0 1'/><geom type='sphere' size='0.1'/></worldbody></mujoco>")
-image = physics.render(height=8, width=8)
+import mujoco
+model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><light pos='0 0 1'/><geom type='sphere' size='0.1'/></worldbody></mujoco>")
+renderer = mujoco.Renderer(model, height=8, width=8)
+renderer.update_scene(mujoco.MjData(model))
+image = renderer.render()
 assert image.shape == (8, 8, 3), image.shape
-renderer = "unknown"
+name = "unknown"
 try:
     from OpenGL import GL
-    renderer = GL.glGetString(GL.GL_RENDERER).decode()
+    name = GL.glGetString(GL.GL_RENDERER).decode()
 except Exception:
     pass
-print("KINEMA_RENDERER=" + renderer)
+print("KINEMA_RENDERER=" + name)
 """
 _SOFTWARE_HINT = (
     "for software rendering install Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri (Mesa EGL, llvmpipe) "
