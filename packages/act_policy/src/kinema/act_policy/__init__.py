@@ -3,10 +3,10 @@
 Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C chunk steps, A action dims.
 """
 
-from ._checkpoint import load_act, save_act
+from ._checkpoint import load_act, save_act, weights_mismatch
 from ._config import REMEDIES, ACTConfig
 from ._data import check_episodes, load_episodes, split_episodes
-from ._execution import ChunkExecutor, TemporalEnsembler
+from ._execution import ChunkedSimPolicy, ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
 from ._io import load_torch, save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
 from ._losses import contrastive_coordinate_loss, kl_divergence, masked_l1
@@ -23,6 +23,7 @@ __all__ = [
     "ACTConfig",
     "ACTPolicy",
     "ChunkExecutor",
+    "ChunkedSimPolicy",
     "ConfuserExperiment",
     "Encoder",
     "ResNet18",
@@ -48,6 +49,7 @@ __all__ = [
     "sine_embedding_2d",
     "split_episodes",
     "train",
+    "weights_mismatch",
     "write_atomic",
     "write_json_atomic",
     "write_text_atomic",

@@ -38,6 +38,25 @@ def save_weights(model: ACT, path: str | os.PathLike) -> Path:
     return write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "kinema.act"}))
 
 
+def weights_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """How a loaded ``state`` differs from a model's ``own`` state dict (missing, unexpected and mis-shaped
+    tensors, the first six of each), or None when it fits exactly."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if not (missing or unexpected or shapes):
+        return None
+
+    def show(items):
+        return f"{items[:6]}{' ...' if len(items) > 6 else ''}"
+
+    return f"missing {show(missing)}, unexpected {show(unexpected)}, shape (file vs model) {show(shapes)}"
+
+
 def load_weights(model: ACT, path: str | os.PathLike) -> None:
     """Loads ``path`` into ``model``; a ValueError naming missing, unexpected and mis-shaped tensors."""
     from safetensors import SafetensorError
@@ -50,22 +69,10 @@ def load_weights(model: ACT, path: str | os.PathLike) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path}: unreadable safetensors file ({error})") from error
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-
-        def show(items):
-            return f"{items[:6]}{' ...' if len(items) > 6 else ''}"
-
+    mismatch = weights_mismatch(model.state_dict(), state)
+    if mismatch:
         raise ValueError(
-            f"{path}: the weights do not fit this ACTConfig (a checkpoint from another config?): "
-            f"missing {show(missing)}, unexpected {show(unexpected)}, shape (file vs model) {show(shapes)}"
+            f"{path}: the weights do not fit this ACTConfig (a checkpoint from another config?): {mismatch}"
         )
     model.load_state_dict(state)
 

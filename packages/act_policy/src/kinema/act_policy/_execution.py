@@ -11,6 +11,7 @@ N rows (environments), C chunk steps, A action dims. Two modes:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -111,3 +112,34 @@ class ChunkExecutor:
             self.last[act] = self.chunks[act, self.position[act]].double()
             self.position[act] += 1
         return self.last.clone()
+
+
+class ChunkedSimPolicy:
+    """The SimPolicy side of a chunk-predicting policy: ``reset`` / ``act`` over N environments through
+    ``self.executor`` (a :class:`ChunkExecutor`). Subclasses set ``executor``, ``model`` (with
+    ``config.action_dim``), ``device`` and ``num_envs`` and implement ``predict_chunk(observation, rows)`` ->
+    (R, C, A); ``query_rows`` is the hook for a policy that must query at a fixed shape.
+    """
+
+    def query_rows(self, observation: dict, rows: torch.Tensor) -> torch.Tensor:
+        """Chunks (R, C, A) for the environment ``rows`` (R,) that need one."""
+        return self.predict_chunk(observation, rows.cpu().numpy())
+
+    def reset(self, num_envs: int) -> None:
+        self.num_envs = int(num_envs)
+        self.executor.reset(self.num_envs, self.model.config.action_dim, self.device)
+
+    def act(self, observation: dict) -> np.ndarray:
+        """Actions (N, A) float64 for the batch; rows with ``step`` 0 start over, inactive rows are not queried."""
+        steps = np.asarray(observation["step"])
+        if steps.ndim != 1:
+            raise ValueError(f"observation['step']: expected (N,), got {steps.shape}")
+        if len(steps) != self.num_envs:
+            self.reset(len(steps))
+        active = np.asarray(observation.get("active", np.ones(len(steps), dtype=bool)), dtype=bool)
+        device = self.executor.position.device
+        self.executor.start_rows(torch.from_numpy(steps == 0).to(device))
+        active_t = torch.from_numpy(active).to(device)
+        rows = torch.nonzero(self.executor.needs_query() & active_t).flatten()
+        chunks = self.query_rows(observation, rows) if rows.numel() else None
+        return self.executor.step(chunks, rows, active_t).cpu().numpy()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._execution import ChunkExecutor
+from ._execution import ChunkedSimPolicy, ChunkExecutor
 from ._model import ACT
 
 _UNSET = object()
@@ -22,7 +22,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class ACTPolicy:
+class ACTPolicy(ChunkedSimPolicy):
     """Runs ``model`` in the simulation harness (``kinema.robot_data.sim.evaluate``) or on a robot.
 
     - ``n_action_steps`` / ``temporal_ensemble_coeff``: execution (default: the model config's). Giving a
@@ -122,32 +122,10 @@ class ACTPolicy:
         self.queries += 1
         return chunks.float().clone()  # a copy: CUDA-graph outputs are overwritten by the next call
 
-    # ---------------------------------------------------------------------------------------- SimPolicy
-
-    def reset(self, num_envs: int) -> None:
-        self.num_envs = int(num_envs)
-        self.executor.reset(self.num_envs, self.model.config.action_dim, self.device)
-
-    def act(self, observation: dict) -> np.ndarray:
-        """Actions (N, A) float64 for the batch; rows with ``step`` 0 start over, inactive rows are not queried."""
-        steps = np.asarray(observation["step"])
-        if steps.ndim != 1:
-            raise ValueError(f"observation['step']: expected (N,), got {steps.shape}")
-        if len(steps) != self.num_envs:
-            self.reset(len(steps))
-        active = np.asarray(observation.get("active", np.ones(len(steps), dtype=bool)), dtype=bool)
-        device = self.executor.position.device
-        self.executor.start_rows(torch.from_numpy(steps == 0).to(device))
-        active_t = torch.from_numpy(active).to(device)
-        need = self.executor.needs_query() & active_t
-        rows = torch.nonzero(need).flatten()
-        chunks = None
-        if rows.numel():
-            if self.compiled:  # a fixed shape: all rows, then keep the ones that needed a chunk
-                chunks = self.predict_chunk(observation)[rows]
-            else:
-                chunks = self.predict_chunk(observation, rows.cpu().numpy())
-        return self.executor.step(chunks, rows, active_t).cpu().numpy()
+    def query_rows(self, observation: dict, rows: torch.Tensor) -> torch.Tensor:
+        if self.compiled:  # a fixed shape: all rows, then keep the ones that needed a chunk
+            return self.predict_chunk(observation)[rows]
+        return self.predict_chunk(observation, rows.cpu().numpy())
 
 
 def load_policy(

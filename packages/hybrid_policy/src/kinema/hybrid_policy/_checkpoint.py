@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from kinema.act_policy import write_atomic
+from kinema.act_policy import weights_mismatch, write_atomic
 
 from ._config import CONFIG_FILE, HybridConfig, check_variant
 from ._model import HybridPolicyModel
@@ -65,23 +65,11 @@ def load_weights(model: HybridPolicyModel, path: str | os.PathLike) -> None:
             f"{path}: weights of a variant {saved_variant} model, but the config is variant {model.config.variant} "
             "(a checkpoint from another variant)"
         )
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-
-        def show(items):
-            return f"{items[:6]}{' ...' if len(items) > 6 else ''}"
-
+    mismatch = weights_mismatch(model.state_dict(), state)
+    if mismatch:
         raise ValueError(
             f"{path}: the weights do not fit this HybridConfig (variant {model.config.variant}; a checkpoint from "
-            f"another variant or config?): missing {show(missing)}, unexpected {show(unexpected)}, shape (file vs "
-            f"model) {show(shapes)}"
+            f"another variant or config?): {mismatch}"
         )
     model.load_state_dict(state)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema.act_policy import ChunkExecutor
+from kinema.act_policy import ChunkedSimPolicy, ChunkExecutor
 
 from ._config import SAMPLERS, check_sampling_steps
 from ._model import HybridPolicyModel
@@ -25,7 +25,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class HybridPolicy:
+class HybridPolicy(ChunkedSimPolicy):
     """Runs ``model`` as a SimPolicy.
 
     - ``n_action_steps`` / ``temporal_ensemble_coeff``: execution (default: the model config's); a coefficient
@@ -130,27 +130,6 @@ class HybridPolicy:
             )
         self.queries += 1
         return chunks.float()
-
-    # ---------------------------------------------------------------------------------------- SimPolicy
-
-    def reset(self, num_envs: int) -> None:
-        self.num_envs = int(num_envs)
-        self.executor.reset(self.num_envs, self.model.config.action_dim, self.device)
-
-    def act(self, observation: dict) -> np.ndarray:
-        """Actions (N, A) float64; rows with ``step`` 0 start over, inactive rows are not queried."""
-        steps = np.asarray(observation["step"])
-        if steps.ndim != 1:
-            raise ValueError(f"observation['step']: expected (N,), got {steps.shape}")
-        if len(steps) != self.num_envs:
-            self.reset(len(steps))
-        active = np.asarray(observation.get("active", np.ones(len(steps), dtype=bool)), dtype=bool)
-        device = self.executor.position.device
-        self.executor.start_rows(torch.from_numpy(steps == 0).to(device))
-        active_t = torch.from_numpy(active).to(device)
-        rows = torch.nonzero(self.executor.needs_query() & active_t).flatten()
-        chunks = self.predict_chunk(observation, rows.cpu().numpy()) if rows.numel() else None
-        return self.executor.step(chunks, rows, active_t).cpu().numpy()
 
 
 def load_policy(
