@@ -6,7 +6,9 @@ random weights, no data or simulator needed:
 
 - query: one chunk at batch 1 in eval mode, model only, bf16 autocast on a GPU: the hybrid's sample (z from the
   learned prior, 10 DDIM steps; the observation encoder runs once, the denoiser 10 times) and ACT's predict;
-  ratio hybrid / ACT. Goal (issue 8): at most 10 ms per chunk on an H100.
+  eager, then compiled with CUDA graphs (the hybrid's ``compile_inference("reduce-overhead")``: encoder and
+  denoiser as graphs, the diffusers scheduler eager; ACT's predict whole); ratio hybrid / ACT. Goal (issue 8):
+  at most 10 ms per chunk on an H100.
 - train: samples/s of a full optimizer step (forward, loss, backward, AdamW) at --batch-size for both.
 
 Prints one JSON line; ``--json FILE`` also writes it. Timing is ``_shapes.timed`` (median after warm-up, CUDA
@@ -72,12 +74,26 @@ def measure(name: str, model, args, device: torch.device) -> dict:
 
     query_seconds, peak_gib = timed(predict, args.iters * 4, args.warmup)
     query_ms = query_seconds * 1000
+    compiled = {}
+    if args.compile:  # CUDA graphs: the hybrid's compile_inference, ACT's whole predict
+        try:
+            if hybrid:
+                model.compile_inference("reduce-overhead")
+                predict_compiled = predict
+            else:
+                predict_compiled = torch.compile(predict, mode="reduce-overhead", dynamic=False)
+            compiled["query_ms_batch_1_compiled"] = round(
+                timed(predict_compiled, args.iters * 4, max(args.warmup, 3))[0] * 1000, 3
+            )
+        except Exception as error:  # keep the eager numbers when compilation fails
+            compiled["compile_error"] = f"{type(error).__name__}: {str(error)[:300]}"
     return {
         "model": name,
         "train_step_ms": round(step_ms, 3),
         "train_samples_per_second": round(args.batch_size / step_ms * 1000, 1),
         "query_ms_batch_1": round(query_ms, 3),
         "query_peak_gib": round(peak_gib, 3) if math.isfinite(peak_gib) else None,  # None without CUDA
+        **compiled,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -94,14 +110,18 @@ def main() -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="CPU smoke run: 96x128 images, narrow models, batch 2"
     )
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip the CUDA-graph query rows"
+    )
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
     sizes = {}
     if args.tiny:
-        args.image_size, args.batch_size, args.warmup = (
+        args.image_size, args.batch_size, args.warmup, args.compile = (
             [96, 128],
             min(args.batch_size, 2),
             min(args.warmup, 1),
+            False,
         )
         sizes = TINY
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,10 +133,10 @@ def main() -> None:
     shape = {"state_dim": 14, "action_dim": 14, "chunk_size": 100, "n_action_steps": 100, **sizes}
     hybrid = HybridPolicyModel(HybridConfig(variant="C", num_inference_steps=args.steps, **shape)).to(device)
     act = ACT(ACTConfig(**shape)).to(device)
-    results = {
-        "hybrid_C": measure("hybrid C", hybrid, args, device),
-        "act": measure("ACT", act, args, device),
-    }
+    results = {}
+    for key, name, model in (("hybrid_C", "hybrid C", hybrid), ("act", "ACT", act)):
+        results[key] = measure(name, model, args, device)
+        print(json.dumps(results[key]), flush=True)  # each row as soon as it exists
     report = {
         "benchmark": "hybrid_latency",
         "batch_size": args.batch_size,

@@ -55,3 +55,23 @@ def test_demo_writes_report_plot_and_video(tmp_path):
     assert (tmp_path / "trajectories.png").stat().st_size > 1000
     assert (tmp_path / "rollouts.mp4").stat().st_size > 1000
     assert json.loads((tmp_path / "demo.json").read_text())["summary"]["C"]["policy"] == "C"
+
+
+def test_ablation_in_pieces_prepare_then_session_limited_cells(tmp_path):
+    base = {"task": "dock", "out_dir": str(tmp_path), "variants": ("C",), "seeds": (0,), "demos": (2,)}
+    prepared = run_ablation(AblationConfig(**base, **TINY_ABLATION), prepare_only=True)
+    assert prepared["complete"] is False and prepared["rows"] == []
+    assert (tmp_path / "data" / "train" / "recording.json").is_file() and not (tmp_path / "runs").exists()
+
+    # a session limit reached after the first step: checkpoint kept, cell neither evaluated nor tabulated
+    piece = run_ablation(AblationConfig(**base, **TINY_ABLATION, session_minutes=1e-9))
+    assert piece == {"complete": False, "rows": [], "unfinished": ["C_d2_s0"]}
+    assert (tmp_path / "runs" / "C_d2_s0" / "checkpoints").is_dir()
+    assert (
+        not (tmp_path / "runs" / "C_d2_s0" / "cell.json").exists()
+        and not (tmp_path / "results.json").exists()
+    )
+
+    finished = run_ablation(AblationConfig(**base, **TINY_ABLATION))
+    assert finished["complete"] is True and [r["steps"] for r in finished["rows"]] == [3]
+    assert (tmp_path / "results.json").is_file()

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from kinema.hybrid_policy._diffusion import (
+    ddim_plan,
+    ddim_update,
     reverse_diffusion,
     sampling_scheduler,
     training_scheduler,
@@ -58,3 +60,21 @@ def test_zero_steps_is_a_clear_error():
         reverse_diffusion(
             lambda x, t: x, sampling_scheduler(config), (1, 8, 2), 0, device=torch.device("cpu")
         )
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("clip", [True, False])
+def test_graph_ddim_update_equals_diffusers_ddim_step(prediction, clip):
+    config = tiny_config(prediction_type=prediction, clip_sample=clip)
+    scheduler = sampling_scheduler(config, "ddim")
+    plan = ddim_plan(sampling_scheduler(config, "ddim"), 4)
+    scheduler.set_timesteps(4)
+    assert [t for t, _, _ in plan] == scheduler.timesteps.tolist()
+    g = torch.Generator().manual_seed(0)
+    x = ours = torch.randn(2, 8, 3, generator=g)
+    for t, alpha, alpha_prev in plan:
+        output = torch.randn(2, 8, 3, generator=g) * 2  # large enough that clipping happens
+        x = scheduler.step(output, t, x).prev_sample
+        ours = ddim_update(ours, output, alpha, alpha_prev, prediction, 1.0 if clip else None)
+        torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)
+    assert plan[-1][2] == 1.0  # the last step lands on alpha_bar = 1 (set_alpha_to_one)

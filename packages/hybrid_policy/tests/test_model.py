@@ -110,3 +110,42 @@ def test_bad_sampling_steps_name_the_argument(steps):
         net.sample(batch(), num_inference_steps=steps)
     with pytest.raises(ValueError, match="num_inference_steps"):
         tiny_config(num_inference_steps=steps)
+
+
+def test_reused_inference_schedulers_start_over_on_every_query():
+    net = model("C")
+    for parameter in net.denoiser.parameters():  # leave the zero init, so samples depend on every step
+        torch.nn.init.normal_(parameter, std=0.2)
+    obs = {k: v for k, v in batch().items() if k in ("image", "qpos", "environment_state")}
+    noise, z = torch.randn(3, 8, 2), torch.randn(3, net.config.latent_dim)
+    with torch.no_grad():
+        first = net.sample(obs, z=z, noise=noise, num_inference_steps=4)
+        solver = net.sample(obs, z=z, noise=noise, num_inference_steps=3, sampler="dpmsolver++")
+        solver_again = net.sample(obs, z=z, noise=noise, num_inference_steps=3, sampler="dpmsolver++")
+        again = net.sample(obs, z=z, noise=noise, num_inference_steps=4)
+    assert torch.equal(first, again) and torch.equal(solver, solver_again)
+    assert not torch.allclose(first, solver)
+
+
+def test_compile_inference_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="mode: expected"):
+        model("C").compile_inference("fastest")
+
+
+@pytest.mark.parametrize("variant", ["A", "B", "C"])
+def test_compiled_ddim_query_gives_the_eager_chunk(variant, monkeypatch):
+    """The one-graph DDIM query (here traced eagerly: torch.compile is replaced by the identity) draws z and the
+    noise in the eager order and runs the same steps, so the same seed gives the same chunk."""
+    eager, graph = model(variant), model(variant)
+    for net in (eager, graph):
+        torch.manual_seed(1)
+        for parameter in net.denoiser.parameters():
+            torch.nn.init.normal_(parameter, std=0.2)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    graph.compile_inference()
+    obs = {k: v for k, v in batch().items() if k in ("image", "qpos", "environment_state")}
+    expected = eager.sample(obs, num_inference_steps=4, generator=torch.Generator().manual_seed(3))
+    got = graph.sample(obs, num_inference_steps=4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    solver = graph.sample(obs, sampler="dpmsolver++", num_inference_steps=3, generator=torch.Generator())
+    assert solver.shape == expected.shape  # other samplers: compiled pieces, diffusers scheduler

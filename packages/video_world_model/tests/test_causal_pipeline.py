@@ -132,6 +132,32 @@ def test_video_is_the_streaming_decode_and_matches_one_full_decode():
     assert sizes == [5, 8, 8]
 
 
+@pytest.mark.parametrize("frames_per_call, channels_last", [(None, False), (2, False), (None, True)])
+def test_grouped_and_channels_last_decode_give_diffusers_frames(frames_per_call, channels_last):
+    torch.manual_seed(0)
+    vae = tiny_vae()
+    latents = torch.randn(1, 4, 7, 8, 8)  # (B, z, F, h, w), normalized
+    full = decode_latents(vae, latents)  # diffusers' frame-by-frame decode of all 7 latent frames
+    decoder = StreamingVAEDecoder(vae, frames_per_call=frames_per_call, channels_last=channels_last)
+    blocks = [decoder.decode(latents[:, :, i : i + 3]) for i in (0, 3)] + [decoder.decode(latents[:, :, 6:])]
+    assert [b.shape[2] for b in blocks] == [9, 12, 4]
+    torch.testing.assert_close(torch.cat(blocks, dim=2), full, rtol=0, atol=1e-5)
+
+
+def test_streaming_decoder_rejects_bad_frames_per_call():
+    with pytest.raises(ValueError, match="frames_per_call"):
+        StreamingVAEDecoder(tiny_vae(), frames_per_call=0)
+    with pytest.raises(ValueError, match="frames_per_call"):
+        tiny_causal_pipeline().configure_decoder(frames_per_call=1.5)
+
+
+def test_pipeline_with_the_fast_decoder_gives_the_same_video():
+    pipe = tiny_causal_pipeline()
+    video = pipe.inference(tiny_noise(6), PROMPT)
+    pipe.configure_decoder(frames_per_call=None, channels_last=True)
+    torch.testing.assert_close(pipe.inference(tiny_noise(6), PROMPT), video, rtol=0, atol=1e-5)
+
+
 def test_initial_latent_is_frame_zero_exactly_and_gets_no_action():
     pipe = tiny_causal_pipeline(vae=False)
     randomize_projection(pipe)

@@ -62,8 +62,9 @@ class ACTConfig:
     ``temporal_ensemble_coeff`` = m the model is queried every step and the predictions for the current step are
     averaged with weights exp(-m * i), i = 0 for the oldest (needs ``n_action_steps`` = 1; the original uses
     m = 0.01). One public reproduction measured temporal ensembling worse than plain chunk execution on
-    transfer-cube (87.6% chunked vs 70.8% ensembled), so chunked execution is the default; the default is to
-    be set from kinema's own GPU measurement. Both can be overridden at evaluation time.
+    transfer-cube (87.6% chunked vs 70.8% ensembled); kinema's own H100 measurement (RESULTS.md) found no
+    difference (90% and 90% on the same checkpoint and 50 seeds), so chunked execution, 100x fewer queries,
+    is the default. Both can be overridden at evaluation time.
 
     Coordinate remedies (the confuser failure: a plain ACT ignores the one coordinate token):
 

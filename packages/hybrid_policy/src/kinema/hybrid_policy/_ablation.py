@@ -116,7 +116,11 @@ class AblationConfig:
     - ``variants``: among "act", "A", "B", "C"; ``seeds``: training seeds; ``demos``: demonstration counts
       (sample efficiency: each cell trains on the first ``demos`` episodes).
     - Budget per training: ``max_steps`` and/or ``max_minutes`` (whichever comes first), so the same command
-      serves a two-minute CPU run and a GPU run. ``size``: "tiny", "small" or "paper" (see :data:`SIZES`).
+      serves a two-minute CPU run and a GPU run; ``session_minutes`` stops each training after that long in
+      this process (a checkpoint is kept; the cell is neither evaluated nor finished, and the next run resumes
+      it), for machines lent in pieces. ``size``: "tiny", "small" or "paper" (see :data:`SIZES`).
+    - ``image_size`` (H, W): the policies' camera resolution. On ALOHA the recording and the evaluation render
+      at it directly (cheaper than rendering 480x640 and resizing; train and evaluation see the same pixels).
     - Evaluation: ``eval_episodes`` closed-loop episodes per cell (the same seeds for every cell),
       ``diversity_samples`` chunks for each of ``diversity_observations`` held-out observations.
     - ``act`` / ``hybrid``: extra ACTConfig / HybridConfig fields (for example ``{"kl_schedule": "cyclical:0.01:500"}``);
@@ -136,6 +140,7 @@ class AblationConfig:
     image_size: tuple[int, int] | None = None
     max_steps: int | None = 5000
     max_minutes: float | None = None
+    session_minutes: float | None = None
     batch_size: int = 32
     lr: float = 1e-4
     num_inference_steps: int = 10
@@ -209,6 +214,7 @@ def prepare_data(config: AblationConfig) -> tuple[list[Path], list[Path]]:
                 out / config.task,
                 workers=config.workers,
                 overwrite=True,
+                **_render_size(config),
             )
         files = episode_files(out / config.task)
     else:
@@ -218,6 +224,11 @@ def prepare_data(config: AblationConfig) -> tuple[list[Path], list[Path]]:
             f"data: {len(files)} episodes, but demos {need} + val_episodes {config.val_episodes} are needed"
         )
     return files[:need], files[-config.val_episodes :]
+
+
+def _render_size(config: AblationConfig) -> dict:
+    """``image_size`` for ALOHA recording / evaluation when the config sets one (else their 480x640 default)."""
+    return {} if config.image_size is None else {"image_size": tuple(config.image_size)}
 
 
 def _has_recording(folder: Path, count: int) -> bool:
@@ -283,7 +294,8 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
         "save_every": 1000,  # an interrupted ablation resumes the cell from its last checkpoint
         "log_every": 50,
         "seed": seed,
-        "load_workers": 1,
+        "load_workers": config.workers,  # parallel episode decoding at start-up
+        "session_minutes": config.session_minutes,
         "progress": config.progress,
         "resume": (out_dir / "checkpoints").is_dir(),
         **config.train,
@@ -412,7 +424,7 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
 
         result = evaluate(
             recorder, config.task, episodes=config.eval_episodes, workers=config.workers, out_dir=out_dir,
-            progress=config.progress,
+            progress=config.progress, **_render_size(config),
         )  # fmt: skip
         summary = {"success": result.success_rate, "stage_rates": result.stage_rates}
     summary.update(mean_smoothness(recorder.finish()))
@@ -426,16 +438,22 @@ def _cell_name(policy: str, demos: int, seed: int) -> str:
     return f"{policy}_d{demos}_s{seed}"
 
 
-def run_ablation(config: AblationConfig) -> dict:
+def run_ablation(config: AblationConfig, *, prepare_only: bool = False) -> dict:
     """Trains and evaluates every (policy, demos, seed) cell (finished cells are read back, unfinished ones
-    resume); writes and returns the results (see the module docstring)."""
+    resume); writes and returns the results (see the module docstring).
+
+    ``complete`` in the result is False when a training stopped at ``session_minutes`` (then nothing is
+    written but the checkpoints: run again) or when ``prepare_only`` (the data is recorded, nothing trained:
+    several processes can then share one recording, e.g. one variant each on one GPU)."""
     from ._report import write_results
 
     start = time.perf_counter()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_files, val_files = prepare_data(config)
-    rows = []
+    if prepare_only:
+        return {"complete": False, "rows": [], "unfinished": []}
+    rows, unfinished = [], []
     for demos in config.demos:
         for policy in config.variants:
             for seed in config.seeds:
@@ -447,6 +465,9 @@ def run_ablation(config: AblationConfig) -> dict:
                 torch.manual_seed(seed)
                 model = model_config(policy, config, train_files[0])
                 trained = train_policy(policy, model, train_files[:demos], run_dir, config, seed)
+                if not trained["complete"]:
+                    unfinished.append(run_dir.name)
+                    continue
                 runner, net = load_trained(policy, run_dir, config, seed)
                 row = {
                     "policy": policy,
@@ -454,12 +475,17 @@ def run_ablation(config: AblationConfig) -> dict:
                     "seed": seed,
                     "steps": trained["step"],
                     "train_seconds": trained["train_seconds"],
-                    "samples_per_second": trained["samples_per_second"],
+                    # over the whole run (a resumed cell's last session may have trained no steps)
+                    "samples_per_second": round(
+                        trained["step"] * config.batch_size / max(trained["train_seconds"], 1e-9), 2
+                    ),
                     **closed_loop(runner, config, run_dir / f"eval_{config.task}"),
                     **offline_metrics(policy, net, val_files, config, seed),
                 }
                 write_json_atomic(done, row)
                 rows.append(row)
+    if unfinished:
+        return {"complete": False, "rows": rows, "unfinished": unfinished}
     results = {
         "format": "kinema-hybrid-ablation",
         "version": 1,
@@ -473,7 +499,7 @@ def run_ablation(config: AblationConfig) -> dict:
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
     write_results(results, out)
-    return results
+    return {"complete": True, **results}
 
 
 def _device_name(device: str | None) -> str:

@@ -79,3 +79,48 @@ def reverse_diffusion(
         output = denoise(model_input.to(dtype), t.expand(batch))
         x = scheduler.step(output.float(), t, x, generator=generator).prev_sample
     return x
+
+
+def ddim_plan(scheduler, num_steps: int) -> list[tuple[int, float, float]]:
+    """(t, alpha_bar_t, alpha_bar_prev) for each reverse step of a diffusers ``DDIMScheduler`` run for
+    ``num_steps`` steps: the constants of its deterministic (eta = 0) update, read from the scheduler itself
+    (its timesteps, ``alphas_cumprod`` and ``final_alpha_cumprod``), so :func:`ddim_update` can run the loop
+    without the scheduler object, as one captured graph."""
+    scheduler.set_timesteps(num_steps)
+    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    alphas = scheduler.alphas_cumprod
+    plan = []
+    for t in scheduler.timesteps.tolist():
+        prev = t - stride
+        alpha_prev = alphas[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        plan.append((int(t), float(alphas[t]), float(alpha_prev)))
+    return plan
+
+
+def ddim_update(
+    sample: torch.Tensor,
+    output: torch.Tensor,
+    alpha: float,
+    alpha_prev: float,
+    prediction_type: str,
+    clip_range: float | None,
+) -> torch.Tensor:
+    """One eta = 0 DDIM step, as ``DDIMScheduler.step`` computes it (tested equal): the clean estimate from the
+    model ``output`` by ``prediction_type``, clipped to ``clip_range`` when given, then moved to ``alpha_prev``."""
+    beta = 1 - alpha
+    if prediction_type == "epsilon":
+        clean = (sample - beta**0.5 * output) / alpha**0.5
+        eps = output
+    elif prediction_type == "sample":
+        clean = output
+        eps = (sample - alpha**0.5 * clean) / beta**0.5
+    elif prediction_type == "v_prediction":
+        clean = alpha**0.5 * sample - beta**0.5 * output
+        eps = alpha**0.5 * output + beta**0.5 * sample
+    else:
+        raise ValueError(
+            f"prediction_type: expected epsilon, sample or v_prediction, got {prediction_type!r}"
+        )
+    if clip_range is not None:
+        clean = clean.clamp(-clip_range, clip_range)
+    return alpha_prev**0.5 * clean + (1 - alpha_prev) ** 0.5 * eps

@@ -14,7 +14,14 @@ from kinema.act_policy import Encoder, sine_embedding_1d
 
 from ._config import HybridConfig, check_sampling_steps
 from ._denoiser import Denoiser
-from ._diffusion import reverse_diffusion, sampling_scheduler, training_scheduler, training_target
+from ._diffusion import (
+    ddim_plan,
+    ddim_update,
+    reverse_diffusion,
+    sampling_scheduler,
+    training_scheduler,
+    training_target,
+)
 from ._observation import ObservationEncoder
 from ._schedules import free_bits_kl, gaussian_kl
 
@@ -100,6 +107,8 @@ class HybridPolicyModel(nn.Module):
         )
         self.noise_scheduler = training_scheduler(c)
         self.beta_schedule = c.beta_schedule()
+        self._samplers: dict = {}  # one inference scheduler per sampler name, reused (set_timesteps resets it)
+        self._compiled: dict | None = None  # the compiled query functions, after compile_inference
 
     # ----------------------------------------------------------------------------------------- normalization
 
@@ -239,7 +248,17 @@ class HybridPolicyModel(nn.Module):
             c.num_inference_steps if num_inference_steps is None else num_inference_steps,
             c.num_train_timesteps,
         )
-        memory, pos, pooled = self.encode(batch)
+        name = c.sampler if sampler is None else sampler
+        if self._compiled is not None and name == "ddim":
+            return self._sample_ddim_graph(batch, z, steps, z_temperature, generator, noise)
+        encode, denoiser = (
+            (self._compiled["encode"], self._compiled["denoiser"])
+            if self._compiled
+            else (self.encode, self.denoiser)
+        )
+        if self._compiled is not None:
+            torch.compiler.cudagraph_mark_step_begin()  # a new query: earlier graph outputs may be reused
+        memory, pos, pooled = encode(batch)
         if z is None:
             z = self.infer_z(pooled, temperature=z_temperature, generator=generator)
         elif c.uses_latent and tuple(z.shape) != (memory.shape[0], c.latent_dim):
@@ -247,11 +266,13 @@ class HybridPolicyModel(nn.Module):
         style = self._style(z, memory.dtype)
 
         def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-            return self.denoiser(x, timesteps, memory, pos, style)
+            return denoiser(x, timesteps, memory, pos, style)
 
+        if name not in self._samplers:
+            self._samplers[name] = sampling_scheduler(c, name)
         clean = reverse_diffusion(
             denoise,
-            sampling_scheduler(c, sampler),
+            self._samplers[name],
             (memory.shape[0], c.chunk_size, c.action_dim),
             steps,
             device=memory.device,
@@ -259,6 +280,78 @@ class HybridPolicyModel(nn.Module):
             generator=generator,
             noise=noise,
         )
+        return self.unnormalize_action(clean.clamp(-1, 1))
+
+    def compile_inference(self, mode: str = "reduce-overhead") -> HybridPolicyModel:
+        """torch.compile the query for fixed input shapes; "reduce-overhead" replays it as CUDA graphs, which
+        removes the kernel-launch and Python cost that dominates a batch-1 query. With the DDIM sampler the
+        whole query (encoder, latent, every reverse step) is one graph: the DDIM update runs as tensor
+        arithmetic on the diffusers scheduler's constants (:func:`ddim_update`, tested equal to
+        ``DDIMScheduler.step``). Other samplers compile the encoder and the denoiser and keep the diffusers
+        scheduler eager between steps. The same generator gives the same chunk as the eager path.
+        Training and :meth:`compute_loss` are not affected."""
+        if mode not in ("default", "reduce-overhead", "max-autotune"):
+            raise ValueError(f"mode: expected 'default', 'reduce-overhead' or 'max-autotune', got {mode!r}")
+        self._compiled = {
+            "ddim": torch.compile(self.ddim_query, mode=mode, dynamic=False),
+            "encode": torch.compile(self.encode, mode=mode, dynamic=False),
+            "denoiser": torch.compile(self.denoiser, mode=mode, dynamic=False),
+        }
+        return self
+
+    def ddim_query(
+        self,
+        batch: dict,
+        noise: torch.Tensor,
+        z: torch.Tensor | None,
+        z_noise: torch.Tensor | None,
+        temperature: float,
+        plan: tuple[tuple[int, float, float], ...],
+    ) -> torch.Tensor:
+        """The DDIM query without the scheduler object or random draws (what :meth:`compile_inference` captures):
+        observation -> z (given, f(obs), or mu + temperature * sigma * ``z_noise`` from the prior) -> the DDIM
+        steps of ``plan`` (:func:`ddim_plan`) from ``noise`` (B, C, A). Returns the clean chunk (B, C, A),
+        normalized units."""
+        c = self.config
+        memory, pos, pooled = self.encode(batch)
+        if z is None and c.variant == "B":
+            z = self.style_net(pooled).float()
+        elif z is None and c.variant == "C":
+            mu, logvar = self.prior_params(pooled)
+            z = mu + temperature * (logvar / 2).exp() * z_noise
+        style = self._style(z, memory.dtype)
+        clip = 1.0 if c.clip_sample else None  # the schedulers' clip_sample_range
+        x = noise.float()
+        for t, alpha, alpha_prev in plan:
+            timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            output = self.denoiser(x.to(memory.dtype), timesteps, memory, pos, style).float()
+            x = ddim_update(x, output, alpha, alpha_prev, c.prediction_type, clip)
+        return x
+
+    def ddim_plan(self, num_steps: int) -> tuple[tuple[int, float, float], ...]:
+        """:func:`ddim_plan` of this model's DDIM sampler (cached per step count)."""
+        key = ("ddim_plan", num_steps)
+        if key not in self._samplers:
+            self._samplers[key] = tuple(ddim_plan(sampling_scheduler(self.config, "ddim"), num_steps))
+        return self._samplers[key]
+
+    def _sample_ddim_graph(self, batch, z, steps, z_temperature, generator, noise) -> torch.Tensor:
+        """:meth:`sample` through the compiled :meth:`ddim_query`; random draws in the eager path's order."""
+        c = self.config
+        inputs = {k: v for k, v in batch.items() if k in ("image", "qpos", "environment_state")}
+        rows = inputs["qpos"].shape[0]
+        device = inputs["qpos"].device
+        if z is not None and c.uses_latent and tuple(z.shape) != (rows, c.latent_dim):
+            raise ValueError(f"z: expected ({rows}, {c.latent_dim}), got {tuple(z.shape)}")
+        z_noise = None
+        if z is None and c.variant == "C":
+            z_noise = torch.randn((rows, c.latent_dim), generator=generator, device=device)
+        if noise is None:
+            noise = torch.randn((rows, c.chunk_size, c.action_dim), generator=generator, device=device)
+        plan = self.ddim_plan(steps)  # constants of the graph (one graph per step count)
+        temperature = float(c.z_temperature if z_temperature is None else z_temperature)
+        torch.compiler.cudagraph_mark_step_begin()
+        clean = self._compiled["ddim"](inputs, noise.to(device), z, z_noise, temperature, plan)
         return self.unnormalize_action(clean.clamp(-1, 1))
 
     def predict(self, batch: dict, **options) -> torch.Tensor:

@@ -29,7 +29,8 @@ def results_markdown(results: dict) -> str:
     lines = [
         f"# Ablation on `{results['task']}`: ACT vs the hybrid's variants",
         "",
-        f"Device {results['device']}, {results['date']}, {results['minutes']} minutes in all. Seeds "
+        f"Device {results['device']}, {results['date']}, {results['minutes']} minutes in this run (cells "
+        "finished by earlier runs are read back). Seeds "
         f"{list(config['seeds'])}, demonstrations {list(config['demos'])}, model size `{config['size']}`, chunk "
         f"{config['chunk_size']} (execute {config['n_action_steps']}), training budget max_steps "
         f"{config['max_steps']} / max_minutes {config['max_minutes']}, batch {config['batch_size']}, lr "

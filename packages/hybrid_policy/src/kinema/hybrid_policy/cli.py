@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ._version import __version__
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MORE = 0, 1, 2, 3
 
 _TRAIN_EXAMPLES = """examples:
   kinema-hybrid record-dock --out data/dock --episodes 60
@@ -39,9 +39,14 @@ _ABLATE_EXAMPLES = """examples:
   kinema-hybrid ablate --task dock --demos 10,25,50 --seeds 3 --out runs/dock_efficiency
   kinema-hybrid ablate --task transfer_cube --data data/sim_transfer_cube --seeds 1 --size paper \\
       --max-minutes 40 --workers 8 --out runs/ablate_tc
+  # one GPU in 10-minute pieces, one process per variant sharing one recording at 240x320:
+  kinema-hybrid ablate --task transfer_cube --prepare-only --image-size 240 320 --workers 16 --out runs/tc
+  kinema-hybrid ablate --task transfer_cube --variants C --seeds 1 --image-size 240 320 --max-minutes 9 \
+      --session-minutes 6 --out runs/tc          # exit 3: run again; then all variants once to tabulate
 
 Trains and evaluates every (variant, demos, seed) cell; writes results.json, results.md, results.png (and
-sample_efficiency.png) to --out. Run the same command again to continue an interrupted ablation."""
+sample_efficiency.png) to --out. Run the same command again to continue an interrupted ablation
+(exit 0: done; exit 3: cells still to train)."""
 
 _DEMO_EXAMPLES = """examples:
   kinema-hybrid demo --out runs/demo
@@ -186,6 +191,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument("--kl-schedule", help="variant C's beta schedule")
     ablate.add_argument("--workers", type=_positive_int, default=1, help="ALOHA simulator processes")
+    ablate.add_argument(
+        "--session-minutes", type=_positive_float,
+        help="stop each training after this long in this run, keep its checkpoint, exit 3: run again",
+    )  # fmt: skip
+    ablate.add_argument(
+        "--prepare-only", action="store_true",
+        help="record / check the demonstrations and exit 3 (then run variants in parallel processes)",
+    )  # fmt: skip
     ablate.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     _add_budget_arguments(ablate, steps=5000, minutes=None)
 
@@ -351,6 +364,7 @@ def _run_ablate(args) -> int:
             image_size=None if args.image_size is None else tuple(args.image_size),
             max_steps=args.max_steps,
             max_minutes=args.max_minutes,
+            session_minutes=args.session_minutes,
             num_inference_steps=args.num_inference_steps,
             eval_episodes=args.episodes,
             workers=args.workers,
@@ -359,9 +373,18 @@ def _run_ablate(args) -> int:
             progress=not args.no_progress,
             **{k: getattr(args, k) for k in ("batch_size", "lr") if getattr(args, k) is not None},
         )
-        results = run_ablation(config)
+        results = run_ablation(config, prepare_only=args.prepare_only)
     except (ValueError, OSError, ImportError, RuntimeError) as error:
         return _fail("ablate", error)
+    if args.prepare_only:
+        print(f"demonstrations ready in {args.out / 'data'}; nothing trained (--prepare-only)")
+        return EXIT_MORE
+    if not results["complete"]:
+        print(
+            f"{len(results['rows'])} cells done; still training: {', '.join(results['unfinished'])} "
+            "(--session-minutes): run the same command again"
+        )
+        return EXIT_MORE
     print((args.out / "results.md").read_text())
     print(f"written: {args.out / 'results.md'}, results.json, results.png")
     if args.json:
