@@ -83,3 +83,10 @@ def test_usage_errors_exit_2(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2, argv
+
+
+def test_confuser_experiment_names_the_missing_data_folder(tmp_path, capsys):
+    argv = ["experiment", "confuser", "--clean-data", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--confuser-data", str(tmp_path / "absent")]) == 1
+    assert f"--confuser-data: {tmp_path / 'absent'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -123,6 +123,25 @@ def test_confuser_experiment_runs_the_grid_and_tabulates(sim_backend, tmp_path):
     assert again["rows"] == table["rows"]
 
 
+def test_confuser_cells_split_over_processes_then_tabulated_together(sim_backend, tmp_path):
+    data = write_episodes(tmp_path / "data", 2, 10, image_size=(48, 64))
+    common = {
+        "clean_data": str(data), "confuser_data": str(data), "out_dir": str(tmp_path / "exp"),
+        "model": tiny_config(environment_state_dim=2), "remedies": ("film",), "episodes": 1, "episode_length": 3,
+        "videos": 0, "device": "cpu", "progress": False, **SMALL,
+        "train": {"max_steps": 2, "batch_size": 2, "load_workers": 1, "val_fraction": 0.0},
+    }  # fmt: skip
+    part = run_confuser_experiment(ConfuserExperiment(**common, only=("confuser_film",)))
+    assert not part["complete"]
+    assert [r["status"] for r in part["rows"]] == ["pending (run by another process)"] * 2 + ["done"]
+    assert not (tmp_path / "exp" / "runs" / "clean").exists()
+    whole = run_confuser_experiment(ConfuserExperiment(**common))  # trains the other two, reads film back
+    assert whole["complete"] and [r["status"] for r in whole["rows"]] == ["done"] * 3
+    assert whole["rows"][2] == part["rows"][2]
+    with pytest.raises(ValueError, match=r"cells: unknown \['confuser_crop'\]"):
+        ConfuserExperiment(**common, only=("confuser_crop",))
+
+
 def test_confuser_experiment_stops_at_the_session_limit(sim_backend, tmp_path):
     data = write_episodes(tmp_path / "data", 2, 6)
     experiment = ConfuserExperiment(

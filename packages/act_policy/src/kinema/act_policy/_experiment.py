@@ -43,6 +43,9 @@ class ConfuserExperiment:
     on. ``train``: TrainConfig fields shared by every cell (``data``/``out_dir``/``resume`` are set per cell).
     Evaluation: ``episodes`` seeds from ``eval_seed`` (disjoint from the recordings' seeds, which are excluded),
     ``workers`` simulator processes, the image size / render quality of the confuser data unless given.
+    ``only``: cell names this run trains and evaluates (None: all); the others are read back when finished and
+    listed as pending otherwise, so several processes can share one GPU, one cell each, and a last run without
+    ``only`` tabulates them all.
     """
 
     clean_data: str
@@ -63,6 +66,7 @@ class ConfuserExperiment:
     n_action_steps: int | None = None
     temporal_ensemble_coeff: float | None = None
     session_minutes: float | None = None
+    only: tuple[str, ...] | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +83,12 @@ class ConfuserExperiment:
                 "model: the experiment gives coordinates; set environment_state_dim (2 for the cube's x, y)"
             )
         TrainConfig(data="-", out_dir="-", **self.train)  # validates the shared training settings now
+        if self.only is not None:
+            self.only = tuple(self.only)
+            names = [c["name"] for c in self.cells()]
+            unknown = [n for n in self.only if n not in names]
+            if unknown or not self.only:
+                raise ValueError(f"cells: unknown {unknown or list(self.only)}; this experiment has {names}")
 
     def cells(self) -> list[dict]:
         cells = []
@@ -122,6 +132,11 @@ def run_confuser_experiment(experiment: ConfuserExperiment) -> dict:
         eval_dir = run_dir / "eval_confuser"
         row = {"cell": cell["name"], "data": cell["data"], "remedy": cell["remedy"], "status": "pending"}
         summary_path = eval_dir / "eval_summary.json"
+        if not summary_path.is_file() and experiment.only is not None and cell["name"] not in experiment.only:
+            complete = False  # another process's cell, not finished yet
+            row["status"] = "pending (run by another process)"
+            rows.append(row)
+            continue
         if not summary_path.is_file():
             left = minutes_left()
             if left is not None and left < 0.5:

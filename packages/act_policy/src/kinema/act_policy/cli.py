@@ -39,6 +39,8 @@ _EXPERIMENT_EXAMPLES = """examples:
       --out runs/confuser --batch-size 64 --lr 1e-4 --max-minutes 8 --episodes 50 --workers 16
   kinema-act experiment confuser --clean-data data/tc --confuser-data data/conf --out runs/confuser \\
       --remedies film crop --session-minutes 9      # exit 3 until done: run it again to continue
+  kinema-act experiment confuser ... --cells confuser_film --session-minutes 8 &   # one process per cell,
+  kinema-act experiment confuser ... --cells confuser_crop --session-minutes 8 &   # then once without --cells
 
 Cells: clean (trained without a confuser, coordinates given), confuser_plain, confuser_<remedy>; each is
 trained, then evaluated on transfer_cube_confuser (success = the TARGET cube transferred). Writes
@@ -328,6 +330,10 @@ def _parser() -> argparse.ArgumentParser:
         help="remedies to compare (default: aux_head film crop strong contrastive)",
     )  # fmt: skip
     confuser.add_argument("--no-clean", action="store_true", help="leave out the no-confuser training run")
+    confuser.add_argument(
+        "--cells", nargs="+", metavar="CELL",
+        help="run only these cells (e.g. clean confuser_film), one process per cell sharing a GPU",
+    )  # fmt: skip
     confuser.add_argument("--episodes", type=_positive_int, default=50, help="evaluation episodes per cell")
     confuser.add_argument("--eval-seed", type=_non_negative_int, default=100_000)
     confuser.add_argument("--workers", type=_positive_int, default=1, help="simulator processes")
@@ -441,6 +447,9 @@ def _run_confuser(args) -> int:
 
     from ._experiment import ConfuserExperiment, run_confuser_experiment
 
+    for flag, folder in (("--clean-data", args.clean_data), ("--confuser-data", args.confuser_data)):
+        if not folder.exists():
+            return _fail("experiment confuser", FileNotFoundError(f"{flag}: {folder} does not exist"))
     try:
         args.coordinates = True  # the experiment gives the target's coordinates to every cell
         model = _model_config(args, args.confuser_data)
@@ -458,6 +467,7 @@ def _run_confuser(args) -> int:
             device=args.device,
             episode_length=args.episode_length,
             session_minutes=args.session_minutes,
+            only=None if args.cells is None else tuple(args.cells),
             progress=not args.no_progress,
             **({"remedies": tuple(args.remedies)} if args.remedies else {}),
         )
