@@ -169,7 +169,7 @@ def test_train_config_validation():
 
 
 def test_learning_rate_schedule():
-    from kinema.act_policy._train import _lr_lambda
+    from kinema.act_policy._loop import lr_factor as _lr_lambda
 
     seconds = {"now": 0.0}
     by_steps = _lr_lambda(

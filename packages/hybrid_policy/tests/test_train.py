@@ -49,3 +49,22 @@ def _data(trained):
     _, out = trained
     train_config = json.loads((out / "train_config.json").read_text())["train"]
     return train_config["data"]
+
+
+def test_train_config_is_act_s_with_diffusion_policy_defaults():
+    from kinema.act_policy import TrainConfig as ACTTrainConfig
+    from kinema.hybrid_policy import TrainConfig
+
+    config = TrainConfig(data="d", out_dir="o")
+    assert isinstance(config, ACTTrainConfig)
+    assert (config.batch_size, config.lr, config.lr_schedule, config.warmup_steps) == (
+        64,
+        1e-4,
+        "cosine",
+        500,
+    )
+    assert config.ema and not config.channels_last and config.to_dict()["val_data"] is None
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr: expected a finite number"):
+        TrainConfig(data="d", out_dir="o", lr=True)  # ACT's checks run too
+    with pytest.raises(ValueError, match=r"TrainConfig\.ema_max_decay"):
+        TrainConfig(data="d", out_dir="o", ema_max_decay=1.0)

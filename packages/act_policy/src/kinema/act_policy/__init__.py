@@ -9,6 +9,7 @@ from ._data import check_episodes, load_episodes, split_episodes
 from ._execution import ChunkedSimPolicy, ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
 from ._io import load_torch, save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
+from ._loop import LoopHooks, run_training
 from ._losses import contrastive_coordinate_loss, kl_divergence, masked_l1
 from ._model import ACT
 from ._policy import ACTPolicy, load_policy, load_sim_policy
@@ -26,6 +27,7 @@ __all__ = [
     "ChunkedSimPolicy",
     "ConfuserExperiment",
     "Encoder",
+    "LoopHooks",
     "ResNet18",
     "TemporalEnsembler",
     "TrainConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "load_torchvision_resnet18",
     "masked_l1",
     "run_confuser_experiment",
+    "run_training",
     "save_act",
     "save_torch_atomic",
     "sine_embedding_1d",
