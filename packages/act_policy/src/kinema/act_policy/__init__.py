@@ -5,6 +5,7 @@ Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C c
 
 from ._checkpoint import load_act, save_act, weights_mismatch
 from ._config import REMEDIES, ACTConfig
+from ._config_base import ChunkPolicyConfig
 from ._data import check_episodes, load_episodes, split_episodes
 from ._execution import ChunkedSimPolicy, ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
@@ -24,6 +25,7 @@ __all__ = [
     "ACTConfig",
     "ACTPolicy",
     "ChunkExecutor",
+    "ChunkPolicyConfig",
     "ChunkedSimPolicy",
     "ConfuserExperiment",
     "Encoder",

@@ -6,11 +6,10 @@ Defaults follow the ACT paper and LeRobot's ``configuration_act.py`` unless a co
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
+
+from ._config_base import ChunkPolicyConfig
 
 CONFIG_FILE = "act_config.json"
 _FORMAT = "kinema.act_config"
@@ -28,18 +27,8 @@ REMEDIES: dict[str, dict] = {
 }
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ACTConfig.{name}: expected an integer >= 1, got {value!r}")
-
-
-def _non_negative_float(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"ACTConfig.{name}: expected a finite number >= 0, got {value!r}")
-
-
 @dataclass
-class ACTConfig:
+class ACTConfig(ChunkPolicyConfig):
     """The ACT model and its coordinate-conditioning remedies.
 
     Inputs (B batch, N cameras, D state dims, E environment-state dims, A action dims, C = chunk_size):
@@ -132,68 +121,14 @@ class ACTConfig:
     contrastive_threshold: float = 0.04
     notes: dict = field(default_factory=dict)  # free-form provenance (task, data), not used by the model
 
+    CONFIG_FILE: ClassVar[str] = CONFIG_FILE
+    FORMAT: ClassVar[str] = _FORMAT
+    LABEL: ClassVar[str] = "ACT"
+
     def __post_init__(self) -> None:
-        if isinstance(self.camera_names, str) or not self.camera_names:
-            raise ValueError(f"ACTConfig.camera_names: expected a non-empty list, got {self.camera_names!r}")
-        self.camera_names = tuple(self.camera_names)
-        if not all(isinstance(c, str) and c for c in self.camera_names):
-            raise ValueError(f"ACTConfig.camera_names: expected non-empty strings, got {self.camera_names!r}")
-        if len(set(self.camera_names)) != len(self.camera_names):
-            raise ValueError(f"ACTConfig.camera_names: duplicate cameras in {self.camera_names!r}")
-        for name in (
-            "state_dim",
-            "action_dim",
-            "chunk_size",
-            "n_action_steps",
-            "dim_model",
-            "n_heads",
-            "dim_feedforward",
-            "n_encoder_layers",
-            "n_decoder_layers",
-            "latent_dim",
-            "n_vae_encoder_layers",
-            "coord_embed_dim",
-            "backbone_width",
-        ):
-            _positive_int(name, getattr(self, name))
-        if isinstance(self.environment_state_dim, bool) or not isinstance(self.environment_state_dim, int):
-            raise ValueError(
-                f"ACTConfig.environment_state_dim: expected an integer >= 0, got {self.environment_state_dim!r}"
-            )
-        if self.environment_state_dim < 0:
-            raise ValueError(
-                f"ACTConfig.environment_state_dim: expected >= 0, got {self.environment_state_dim}"
-            )
-        if self.image_size is not None:
-            size = tuple(self.image_size)
-            if len(size) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 32 for v in size
-            ):
-                raise ValueError(
-                    f"ACTConfig.image_size: expected (H, W), each >= 32, or None; got {self.image_size!r}"
-                )
-            self.image_size = size
-        if self.n_action_steps > self.chunk_size:
-            raise ValueError(
-                f"ACTConfig.n_action_steps: {self.n_action_steps} is more than chunk_size {self.chunk_size}"
-            )
-        if self.temporal_ensemble_coeff is not None:
-            _non_negative_float("temporal_ensemble_coeff", self.temporal_ensemble_coeff)
-            if self.n_action_steps != 1:
-                raise ValueError(
-                    "ACTConfig.temporal_ensemble_coeff: temporal ensembling queries the model every step, so "
-                    f"n_action_steps must be 1, got {self.n_action_steps}"
-                )
-        if self.dim_model % self.n_heads:
-            raise ValueError(
-                f"ACTConfig.dim_model: {self.dim_model} is not divisible by n_heads {self.n_heads}"
-            )
-        if self.dim_model % 4:
-            raise ValueError(
-                f"ACTConfig.dim_model: expected a multiple of 4 (2-D sine embedding), got {self.dim_model}"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"ACTConfig.dropout: expected 0 <= dropout < 1, got {self.dropout!r}")
+        self.check_shared_fields(
+            positive=("n_decoder_layers", "latent_dim", "n_vae_encoder_layers", "coord_embed_dim")
+        )
         for name in (
             "kl_weight",
             "coord_aux_weight",
@@ -201,17 +136,9 @@ class ACTConfig:
             "contrastive_margin",
             "contrastive_threshold",
         ):
-            _non_negative_float(name, getattr(self, name))
+            self.check_non_negative(name)
         if self.backbone != "resnet18":
             raise ValueError(f"ACTConfig.backbone: only 'resnet18' is implemented, got {self.backbone!r}")
-        if self.pretrained_backbone is not None:
-            self.pretrained_backbone = str(self.pretrained_backbone)
-            if self.backbone_width != 64:
-                raise ValueError(
-                    f"ACTConfig.pretrained_backbone: torchvision's resnet18 has width 64, backbone_width is {self.backbone_width}"
-                )
-        if self.frozen_batchnorm is None:  # frozen statistics only make sense for pretrained weights
-            self.frozen_batchnorm = self.pretrained_backbone is not None
         if self.coord_crop not in CROP_MODES:
             raise ValueError(f"ACTConfig.coord_crop: expected one of {CROP_MODES}, got {self.coord_crop!r}")
         if not 0.0 < float(self.crop_size) <= 1.0:
@@ -246,14 +173,8 @@ class ACTConfig:
             from kinema.conditioning import select_layers
 
             select_layers(self.coord_film_blocks, 8)  # raises naming a bad spec
-        if not isinstance(self.notes, dict):
-            raise ValueError(f"ACTConfig.notes: expected a dict, got {type(self.notes).__name__}")
 
     # ------------------------------------------------------------------------------------------ derived
-
-    @property
-    def use_environment_state(self) -> bool:
-        return self.environment_state_dim > 0
 
     def coordinate_remedies(self) -> list[str]:
         """Names of the remedies this config switches on (see :data:`REMEDIES`)."""
@@ -278,61 +199,3 @@ class ACTConfig:
                 raise ValueError(f"remedy: unknown {name!r}; expected one of {sorted(REMEDIES)}")
             changes.update(REMEDIES[name])
         return dataclasses.replace(self, **changes)
-
-    # ---------------------------------------------------------------------------------------- serialization
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["camera_names"] = list(self.camera_names)
-        data["image_size"] = None if self.image_size is None else list(self.image_size)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict, *, source: str = "config") -> ACTConfig:
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{source}: expected a JSON object of ACTConfig fields, got {type(data).__name__}"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown ACTConfig fields {unknown} (a checkpoint from another kinema-act-policy "
-                "version or another model?)"
-            )
-        values = dict(data)
-        if values.get("camera_names") is not None:
-            values["camera_names"] = tuple(values["camera_names"])
-        if values.get("image_size") is not None:
-            values["image_size"] = tuple(values["image_size"])
-        return cls(**values)
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes ``<directory>/act_config.json`` atomically."""
-        from ._io import write_json_atomic
-
-        return write_json_atomic(
-            Path(directory) / CONFIG_FILE, {"format": _FORMAT, "version": 1, "config": self.to_dict()}
-        )
-
-    @classmethod
-    def load(cls, directory_or_file: str | os.PathLike) -> ACTConfig:
-        path = Path(directory_or_file)
-        if path.is_dir():
-            path = path / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: no ACT config (expected {CONFIG_FILE} in the checkpoint folder)"
-            )
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise ValueError(f'{path}: expected a JSON object with "format": "{_FORMAT}"')
-        return cls.from_dict(payload.get("config"), source=str(path))
-
-    def differences(self, other: ACTConfig, ignore: tuple[str, ...] = ("notes",)) -> dict[str, tuple]:
-        """{field: (self's value, other's value)} for every field that differs."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}
