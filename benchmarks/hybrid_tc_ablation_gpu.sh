@@ -47,7 +47,7 @@ done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 echo "[$SECONDS s] policies done (last status $status)"
-tail -3 "$RUN"/log_act.txt "$RUN"/log_A.txt "$RUN"/log_B.txt "$RUN"/log_C.txt
+tail -n 3 "$RUN"/log_act.txt "$RUN"/log_A.txt "$RUN"/log_B.txt "$RUN"/log_C.txt
 
 cells=$(ls "$RUN"/runs/*/cell.json 2>/dev/null | wc -l)
 if [ "$cells" -lt 4 ]; then export_all; echo "[$SECONDS s] $cells/4 cells done: call again"; exit 3; fi

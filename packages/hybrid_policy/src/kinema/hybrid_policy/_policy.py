@@ -75,40 +75,6 @@ class HybridPolicy(ChunkedSimPolicy):
         self.num_envs = 0
         self.queries = 0
 
-    # ---------------------------------------------------------------------------------------------- inputs
-
-    def _inputs(self, observation: dict, rows: np.ndarray) -> dict:
-        """The model batch of ``rows`` from a SimPolicy observation (numpy)."""
-        config = self.model.config
-        batch = {"qpos": self._vector(observation, "qpos", config.state_dim, rows)}
-        images = observation.get("images")
-        if not isinstance(images, dict):
-            raise ValueError("observation['images']: expected {camera: (N, H, W, 3) uint8}")
-        missing = [c for c in config.camera_names if c not in images]
-        if missing:
-            raise ValueError(
-                f"observation['images']: missing camera(s) {missing} the model was trained on; has {sorted(images)}"
-            )
-        stacked = np.stack(
-            [np.asarray(images[c])[rows] for c in config.camera_names], axis=1
-        )  # (R, N, H, W, 3)
-        if stacked.dtype != np.uint8:
-            raise ValueError(f"observation['images']: expected uint8 images, got {stacked.dtype}")
-        batch["image"] = torch.from_numpy(stacked).to(self.device, non_blocking=True)
-        if config.use_environment_state:
-            batch["environment_state"] = self._vector(
-                observation, "environment_state", config.environment_state_dim, rows
-            )
-        return batch
-
-    def _vector(self, observation: dict, key: str, dim: int, rows: np.ndarray) -> torch.Tensor:
-        if key not in observation:
-            raise ValueError(f"observation[{key!r}]: missing; the model needs it ({dim} values per row)")
-        values = np.asarray(observation[key], dtype=np.float32)
-        if values.ndim != 2 or values.shape[1] != dim:
-            raise ValueError(f"observation[{key!r}]: expected (N, {dim}), got {values.shape}")
-        return torch.from_numpy(values[rows]).to(self.device, non_blocking=True)
-
     # ----------------------------------------------------------------------------------------------- model
 
     @torch.no_grad()
