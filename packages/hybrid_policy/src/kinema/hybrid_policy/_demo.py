@@ -185,7 +185,7 @@ def report_markdown(summary: dict, minutes: float) -> str:
         verdict
         + " A collision with the wall's face is the averaging failure (the policy heads between the two "
         "modes); a collision at a corner means a side was chosen but the turn was cut too tight. These are the "
-        "numbers of this run, whatever they are: one seed of a short CPU training is noisy, and the GPU "
+        "numbers of this run, whatever they are: one seed of a short CPU training is noisy, and the 3-seed "
         "ablation (`kinema-hybrid ablate --task dock --seeds 3`) is the measurement to quote.",
         "",
         "![trajectories](trajectories.png)",
