@@ -127,8 +127,21 @@ def test_same_seed_gives_the_same_data(tmp_path, renderer_backend):
     assert (tmp_path / "a" / "metadata.csv").read_text() == (tmp_path / "b" / "metadata.csv").read_text()
     from kinema.robot_data import read_video_frames
 
-    np.testing.assert_array_equal(read_video_frames(tmp_path / "a" / "videos" / "clip_00001.mp4"),
-                                  read_video_frames(tmp_path / "b" / "videos" / "clip_00001.mp4"))  # fmt: skip
+    # the rendered frames are identical; the mp4s hold them through lossy H.264, which libx264 does not always
+    # reproduce bit for bit at this tiny size, so the decoded clips agree up to codec noise
+    first = read_video_frames(tmp_path / "a" / "videos" / "clip_00001.mp4").astype(np.float32)
+    second = read_video_frames(tmp_path / "b" / "videos" / "clip_00001.mp4").astype(np.float32)
+    assert first.shape == second.shape and np.abs(first - second).mean() < 4.0
+    from kinema.robot_data.drone import make_world
+    from kinema.robot_data.drone._render import FlightRenderer
+
+    world = make_world(np.random.default_rng([7, 0, 0]), grid=TINY["grid"], texture_size=TINY["texture_size"])
+    poses = plan_clip(config, world, 0, 1)["poses"]
+    renders = []
+    for _ in range(2):
+        with FlightRenderer(world, 32, 32) as renderer:
+            renders.append(renderer.render(poses))
+    np.testing.assert_array_equal(renders[0], renders[1])
     make_drone_dataset(config, overwrite=True, progress=False)  # --overwrite replaces it
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["drone_data.json", "metadata.csv", "videos"]
 

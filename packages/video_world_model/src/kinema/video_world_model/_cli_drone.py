@@ -10,7 +10,8 @@ MAKE_EXAMPLES = """examples:
   kinema-wm make-drone-data --out data/drone --clips 2000 --size 64 64 --frames 81 --seed 0 --workers 16
   kinema-wm make-drone-data --out data/drone_test --clips 128 --size 64 64 --seed 1 --overwrite
 Writes metadata.csv (video, prompt, action: JSON (20, 2, 8)), videos/clip_XXXXX.mp4 and drone_data.json; train on
-it with `kinema-wm train --dataset_base_path data/drone ...`. The same arguments give the same files.
+it with `kinema-wm train --dataset_base_path data/drone ...`. The same arguments give the same
+metadata and rendered frames (the mp4 bytes may differ slightly: libx264 at tiny sizes).
 """
 FIT_EXAMPLES = """examples:
   kinema-wm fit-action-estimator --dataset data/drone --out runs/estimator --workers 16
