@@ -6,9 +6,9 @@ random weights, no data or simulator needed:
 
 - query: one chunk at batch 1 in eval mode, model only, bf16 autocast on a GPU: the hybrid's sample (z from the
   learned prior, 10 DDIM steps; the observation encoder runs once, the denoiser 10 times) and ACT's predict;
-  eager, then compiled with CUDA graphs (the hybrid's ``compile_inference("reduce-overhead")``: encoder and
-  denoiser as graphs, the diffusers scheduler eager; ACT's predict whole); ratio hybrid / ACT. Goal (issue 8):
-  at most 10 ms per chunk on an H100.
+  eager, then compiled with CUDA graphs (the hybrid's ``compile_inference("reduce-overhead")``: with DDIM the
+  whole query, encoder, latent and every reverse step, is one graph; ACT's predict whole); ratio hybrid / ACT.
+  Goal (issue 8): at most 10 ms per chunk on an H100.
 - train: samples/s of a full optimizer step (forward, loss, backward, AdamW) at --batch-size for both.
 
 Prints one JSON line; ``--json FILE`` also writes it. Timing is ``_shapes.timed`` (median after warm-up, CUDA

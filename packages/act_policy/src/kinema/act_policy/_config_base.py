@@ -29,14 +29,9 @@ _SHARED_POSITIVE = (
 )
 
 
-class ChunkPolicyConfig:
-    """Mixin for the policy config dataclasses (see the module docstring)."""
-
-    CONFIG_FILE: ClassVar[str]
-    FORMAT: ClassVar[str]
-    LABEL: ClassVar[str]
-
-    # ------------------------------------------------------------------------------------------- checks
+class FieldChecks:
+    """Checks of a config's numeric fields, raising ValueError("<ClassName>.<field>: ..."); shared by the policy
+    configs and the training configs."""
 
     def _fail(self, name: str, message: str) -> ValueError:
         return ValueError(f"{type(self).__name__}.{name}: {message}")
@@ -45,6 +40,11 @@ class ChunkPolicyConfig:
         value = getattr(self, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self._fail(name, f"expected an integer >= 1, got {value!r}")
+
+    def check_non_negative_int(self, name: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._fail(name, f"expected an integer >= 0, got {value!r}")
 
     def check_non_negative(self, name: str) -> None:
         value = getattr(self, name)
@@ -55,6 +55,16 @@ class ChunkPolicyConfig:
             or value < 0
         ):
             raise self._fail(name, f"expected a finite number >= 0, got {value!r}")
+
+
+class ChunkPolicyConfig(FieldChecks):
+    """Mixin for the policy config dataclasses (see the module docstring)."""
+
+    CONFIG_FILE: ClassVar[str]
+    FORMAT: ClassVar[str]
+    LABEL: ClassVar[str]
+
+    # ------------------------------------------------------------------------------------------- checks
 
     def check_shared_fields(self, positive: tuple[str, ...] = ()) -> None:
         """Cameras, the shared sizes (and ``positive``, the subclass's own integer fields), coordinates, image
@@ -69,9 +79,7 @@ class ChunkPolicyConfig:
             raise self._fail("camera_names", f"duplicate cameras in {self.camera_names!r}")
         for name in (*_SHARED_POSITIVE, *positive):
             self.check_positive_int(name)
-        env = self.environment_state_dim
-        if isinstance(env, bool) or not isinstance(env, int) or env < 0:
-            raise self._fail("environment_state_dim", f"expected an integer >= 0, got {env!r}")
+        self.check_non_negative_int("environment_state_dim")
         if self.image_size is not None:
             size = tuple(self.image_size)
             if len(size) != 2 or not all(

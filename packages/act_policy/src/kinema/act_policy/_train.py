@@ -18,13 +18,13 @@ checkpoint that --resume would pick; the top-level files are each replaced atomi
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ._checkpoint import NOT_STRUCTURAL, save_act
 from ._config import ACTConfig
+from ._config_base import FieldChecks
 from ._loop import (  # noqa: F401  (episode_files, latest_checkpoint: part of this module's interface)
     LoopHooks,
     TrainResult,
@@ -41,7 +41,7 @@ DATA_DEVICES = ("auto", "device", "cpu")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(FieldChecks):
     """How to train (the model is an :class:`ACTConfig`). Defaults are ACT's: AdamW, lr 1e-5 for everything,
     weight decay 1e-4, batch 8, gradient clipping at 10 (LeRobot), constant learning rate.
 
@@ -87,17 +87,12 @@ class TrainConfig:
     val_data: str | list[str] | None = None
 
     def __post_init__(self) -> None:
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name}: expected an integer >= 1, got {value!r}")
-
         for name in ("batch_size", "val_every", "val_samples", "save_every", "keep_checkpoints", "log_every"):
-            positive_int(name)
+            self.check_positive_int(name)
         if self.max_steps is not None:
-            positive_int("max_steps")
+            self.check_positive_int("max_steps")
         for name in ("lr", "lr_backbone", "weight_decay"):
-            self._check_non_negative(name)
+            self.check_non_negative(name)
         for name in ("max_minutes", "session_minutes", "grad_clip"):
             value = getattr(self, name)
             if value is not None and (
@@ -110,12 +105,7 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.lr_schedule: expected one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
             )
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
-            raise ValueError(f"TrainConfig.warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+        self.check_non_negative_int("warmup_steps")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(
                 f"TrainConfig.val_fraction: expected 0 <= val_fraction < 1, got {self.val_fraction!r}"
@@ -128,22 +118,7 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.data_device: expected one of {DATA_DEVICES}, got {self.data_device!r}"
             )
-        if (
-            isinstance(self.load_workers, bool)
-            or not isinstance(self.load_workers, int)
-            or self.load_workers < 0
-        ):
-            raise ValueError(f"TrainConfig.load_workers: expected an integer >= 0, got {self.load_workers!r}")
-
-    def _check_non_negative(self, name: str) -> None:
-        value = getattr(self, name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"TrainConfig.{name}: expected a finite number >= 0, got {value!r}")
+        self.check_non_negative_int("load_workers")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

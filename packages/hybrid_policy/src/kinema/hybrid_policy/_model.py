@@ -108,6 +108,7 @@ class HybridPolicyModel(nn.Module):
         self.noise_scheduler = training_scheduler(c)
         self.beta_schedule = c.beta_schedule()
         self._samplers: dict = {}  # one inference scheduler per sampler name, reused (set_timesteps resets it)
+        self._ddim_plans: dict[int, tuple] = {}  # ddim_plan per step count
         self._compiled: dict | None = None  # the compiled query functions, after compile_inference
 
     # ----------------------------------------------------------------------------------------- normalization
@@ -251,12 +252,9 @@ class HybridPolicyModel(nn.Module):
         name = c.sampler if sampler is None else sampler
         if self._compiled is not None and name == "ddim":
             return self._sample_ddim_graph(batch, z, steps, z_temperature, generator, noise)
-        encode, denoiser = (
-            (self._compiled["encode"], self._compiled["denoiser"])
-            if self._compiled
-            else (self.encode, self.denoiser)
-        )
+        encode, denoiser = self.encode, self.denoiser
         if self._compiled is not None:
+            encode, denoiser = self._compiled["encode"], self._compiled["denoiser"]
             torch.compiler.cudagraph_mark_step_begin()  # a new query: earlier graph outputs may be reused
         memory, pos, pooled = encode(batch)
         if z is None:
@@ -330,10 +328,9 @@ class HybridPolicyModel(nn.Module):
 
     def ddim_plan(self, num_steps: int) -> tuple[tuple[int, float, float], ...]:
         """:func:`ddim_plan` of this model's DDIM sampler (cached per step count)."""
-        key = ("ddim_plan", num_steps)
-        if key not in self._samplers:
-            self._samplers[key] = tuple(ddim_plan(sampling_scheduler(self.config, "ddim"), num_steps))
-        return self._samplers[key]
+        if num_steps not in self._ddim_plans:
+            self._ddim_plans[num_steps] = tuple(ddim_plan(sampling_scheduler(self.config, "ddim"), num_steps))
+        return self._ddim_plans[num_steps]
 
     def _sample_ddim_graph(self, batch, z, steps, z_temperature, generator, noise) -> torch.Tensor:
         """:meth:`sample` through the compiled :meth:`ddim_query`; random draws in the eager path's order."""

@@ -64,7 +64,7 @@ class TrainConfig(ACTTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_non_negative("ema_power")
+        self.check_non_negative("ema_power")
         if not 0.0 < self.ema_max_decay < 1.0:
             raise ValueError(
                 f"TrainConfig.ema_max_decay: expected a number in (0, 1), got {self.ema_max_decay!r}"

@@ -71,9 +71,8 @@ class StreamingVAEDecoder:
         start = 0
         while start < x.shape[2]:
             # the first chunk alone; then frames_per_call latent frames (None: all the rest) per call
-            stop = start + 1 if self._first else x.shape[2]
-            if not self._first and self.frames_per_call is not None:
-                stop = min(start + self.frames_per_call, x.shape[2])
+            step = 1 if self._first else self.frames_per_call or x.shape[2]
+            stop = min(start + step, x.shape[2])
             chunks.append(
                 vae.decoder(
                     x[:, :, start:stop], feat_cache=self._feat_map, feat_idx=[0], first_chunk=self._first
