@@ -8,11 +8,18 @@ Packages are discovered from ``packages/*/pyproject.toml``: a new package needs 
     nox -s build                        # wheels + sdists, each wheel installed alone and imported
 
 Every venv takes torch from ``constraints.txt`` (the CPU wheel on kinema's machines), never a CUDA build.
+
+Disk: every test venv holds its own torch (1 to 2 GB each, about 14 GB for the whole matrix), more than a CI
+machine may have free. So a test venv is deleted once its tests pass and each wheel's lone venv once its import
+check passes; a failing session keeps its venv to look into. ``KINEMA_KEEP_VENVS=1`` keeps them all (for
+``nox -r`` reuse while developing).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -25,6 +32,14 @@ DIST = ROOT / "dist"
 nox.options.sessions = ["lint", "tests", "build"]
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
+
+
+def _prune(session: nox.Session, venv: str | Path) -> None:
+    """Deletes a venv whose work is done, unless KINEMA_KEEP_VENVS=1 (see the module docstring)."""
+    if os.environ.get("KINEMA_KEEP_VENVS") == "1":
+        return
+    session.log(f"pruning {venv} (set KINEMA_KEEP_VENVS=1 to keep it)")
+    shutil.rmtree(venv, ignore_errors=True)
 
 
 def _read_pyproject(package_dir: Path) -> dict:
@@ -79,6 +94,7 @@ def tests(session: nox.Session, package: str) -> None:
     siblings = [arg for name in _sibling_closure(package) for arg in ("-e", str(PACKAGES[name]))]
     session.install("-c", CONSTRAINTS, *siblings, "-e", f"{PACKAGES[package]}[test]")
     session.run("pytest", str(PACKAGES[package] / "tests"), *session.posargs)
+    _prune(session, session.virtualenv.location)
 
 
 @nox.session
@@ -111,3 +127,4 @@ def build(session: nox.Session) -> None:
         )
         for script in project.get("scripts", {}):
             session.run(str(venv / "bin" / script), "--help", external=True, silent=True)
+        _prune(session, venv)
