@@ -15,6 +15,7 @@ Prints one JSON line; ``--json FILE`` also writes it. Timing is ``_shapes.timed`
 synchronized).
 
     python benchmarks/hybrid_latency.py --json hybrid_latency.json     # GPU machine
+    python benchmarks/hybrid_latency.py --query-only --json q.json     # the query rows only
     python benchmarks/hybrid_latency.py --tiny --iters 2               # CPU smoke run: small images and widths
 """
 
@@ -60,7 +61,7 @@ def measure(name: str, model, args, device: torch.device) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step_ms = timed(step, args.iters, args.warmup)[0] * 1000
+    step_ms = timed(step, args.iters, args.warmup)[0] * 1000 if args.train else math.nan
     model.eval()
     query = {k: v[:1] for k, v in batch.items() if k in ("image", "qpos")}
     generator = torch.Generator(device=device).manual_seed(0)
@@ -89,8 +90,8 @@ def measure(name: str, model, args, device: torch.device) -> dict:
             compiled["compile_error"] = f"{type(error).__name__}: {str(error)[:300]}"
     return {
         "model": name,
-        "train_step_ms": round(step_ms, 3),
-        "train_samples_per_second": round(args.batch_size / step_ms * 1000, 1),
+        "train_step_ms": round(step_ms, 3) if args.train else None,
+        "train_samples_per_second": round(args.batch_size / step_ms * 1000, 1) if args.train else None,
         "query_ms_batch_1": round(query_ms, 3),
         "query_peak_gib": round(peak_gib, 3) if math.isfinite(peak_gib) else None,  # None without CUDA
         **compiled,
@@ -112,6 +113,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-compile", dest="compile", action="store_false", help="skip the CUDA-graph query rows"
+    )
+    parser.add_argument(
+        "--query-only", dest="train", action="store_false", help="skip the training rows (a short GPU call)"
     )
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
@@ -151,7 +155,9 @@ def main() -> None:
             "train_samples_per_second_hybrid_over_act": round(
                 results["hybrid_C"]["train_samples_per_second"] / results["act"]["train_samples_per_second"],
                 3,
-            ),
+            )
+            if args.train
+            else None,
         },
         "goal_query_ms_batch_1": 10.0,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
