@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -81,6 +84,37 @@ def test_session_limit_stops_with_a_checkpoint_and_resume_finishes(episodes, tmp
         config, tiny_train_config(episodes, tmp_path / "run", max_steps=paused.step + 3, resume=True)
     )
     assert done.complete and done.step == paused.step + 3
+
+
+def test_two_processes_stop_at_max_steps_and_their_checkpoint_resumes_on_one(episodes, tmp_path):
+    """torchrun, 2 CPU processes in one gloo group (what `accelerate launch --num_processes 2` does on GPUs)."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "kinema.act_policy.cli", "train", "--data", str(episodes), "--out", str(out)]
+    command += ["--dim-model", "32", "--encoder-layers", "1", "--chunk-size", "5", "--n-action-steps", "5"]
+    command += ["--batch-size", "2", "--max-steps", "6", "--save-every", "3", "--val-every", "3"]
+    command += ["--lr", "1e-3", "--lr-backbone", "1e-3", "--load-workers", "1", "--no-progress", "--json"]
+    done = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # only the first process reports
+    assert (
+        reports[0]["num_processes"] == 2 and reports[0]["step"] == 6
+    )  # max_steps exactly, not the next sync
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000000003", "step-000000006"]
+    state = json.loads((out / "checkpoints" / "step-000000006" / "trainer_state.json").read_text())
+    assert state["samples_seen"] == 6 * 2 * 2
+
+    saved = load_file(out / "model.safetensors")
+    resumed = train(
+        load_act(out).config, tiny_train_config(episodes, out, batch_size=2, max_steps=8, resume=True)
+    )  # this process alone
+    assert resumed.complete and resumed.step == 8 and resumed.num_processes == 1
+    assert not torch.equal(
+        load_file(out / "model.safetensors")["action_head.weight"], saved["action_head.weight"]
+    )
 
 
 def test_time_budget_ends_the_run(episodes, tmp_path):

@@ -1,5 +1,8 @@
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,6 +127,36 @@ def test_resume_after_interruption_gives_the_same_losses(tiny_wan_dir, clips, ca
     assert sorted(resumed) == [3, 4, 5, 6]
     for step in resumed:
         assert resumed[step] == pytest.approx(uninterrupted[step], abs=1e-6), step
+
+
+def test_two_processes_share_one_schedule_and_their_checkpoint_resumes_on_one(tiny_wan_dir, clips, tmp_path):
+    """torchrun, 2 CPU processes in one gloo group (what `accelerate launch --num_processes 2` does on GPUs)."""
+    config = base_config(tiny_wan_dir, clips, tmp_path / "run", max_steps=4, save_steps=2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "kinema.video_world_model.cli", *train_args(config)]
+    done = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained to step 4") == 1  # only the first process reports
+    step_two = tmp_path / "run" / "checkpoints" / "step-000000002"
+    state = json.loads((step_two / "trainer_state.json").read_text())
+    # 3 clips, a global batch of 2 (1 per process): step 1 takes samples 0-1 of epoch 0; its ragged tail is
+    # dropped, so step 2 takes samples 0-1 of epoch 1. One process alone would be at (epoch 0, position 2).
+    assert (state["epoch"], state["data_position"]) == (1, 2)
+    # the schedule advanced once per optimizer step, not once per process
+    schedule = torch.load(step_two / "scheduler.pt", weights_only=True)
+    assert schedule["last_epoch"] == 2
+    assert schedule["_last_lr"][0] == pytest.approx(1e-3 * lr_factor(2, 4, 0.25, 0.0))
+
+    resumed = base_config(tiny_wan_dir, clips, tmp_path / "run", max_steps=4, save_steps=2)
+    resumed = TrainConfig(**(resumed.to_dict() | {"resume_from": str(step_two)}))
+    result = WorldModelTrainer(resumed).run()  # this process alone
+    assert sorted(result.losses) == [3, 4] and all(math.isfinite(v) for v in result.losses.values())
+    state = json.loads(
+        (tmp_path / "run" / "checkpoints" / "step-000000004" / "trainer_state.json").read_text()
+    )
+    assert (state["epoch"], state["data_position"]) == (2, 1)  # from (1, 2), one sample per step, 3 per epoch
 
 
 def test_crash_between_write_and_rename_keeps_the_previous_checkpoint(

@@ -49,7 +49,8 @@ STOP_REASONS = ("max_steps", "max_minutes", "session_minutes", "interrupted")
 @dataclass
 class TrainResult:
     """What a training session did. ``complete``: the run reached max_steps / max_minutes (else it stopped at
-    session_minutes or an interrupt, with a checkpoint to resume from)."""
+    session_minutes or an interrupt, with a checkpoint to resume from). ``main_process``: False on every
+    process of a multi-process run but the first (which reports; the others only train)."""
 
     out_dir: str
     step: int
@@ -62,6 +63,7 @@ class TrainResult:
     val: dict[str, float]
     num_processes: int
     device: str
+    main_process: bool = True
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -218,7 +220,10 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     model_config = dataclasses.replace(model_config, notes=notes)
     state = _check_resume(hooks, model_config, resume_from) if resume_from is not None else None
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision))
+    # cpu=True without CUDA: processes started by torchrun join one gloo group instead of each training alone
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(config.mixed_precision)
+    )
     main = accelerator.is_main_process
     device = accelerator.device
     if device.type == "cuda":
@@ -441,7 +446,10 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     reason = None
     try:
         while True:
-            reason = agreed_stop() if accelerator.num_processes == 1 or step % 10 == 0 else None
+            if config.max_steps is not None and step >= config.max_steps:
+                reason = "max_steps"  # the same step in every process: nothing to agree on
+            else:  # time limits and signals differ between processes: agreed every 10 steps (a sync each)
+                reason = agreed_stop() if accelerator.num_processes == 1 or step % 10 == 0 else None
             if reason is not None:
                 break
             indices = torch.randint(num_train, (config.batch_size,), generator=sampler, device=memory.device)
@@ -521,6 +529,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
         val=val,
         num_processes=accelerator.num_processes,
         device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        main_process=main,
     )
     if main:
         write_json_atomic(out_dir / "train_result.json", result.to_dict())

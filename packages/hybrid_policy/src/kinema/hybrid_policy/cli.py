@@ -292,6 +292,8 @@ def _run_train(args) -> int:
         result = train(model, config)
     except (ValueError, OSError, RobotDataError) as error:
         return _fail("train", error)
+    if not result.main_process:  # the first process of a multi-process run reports
+        return EXIT_OK if result.complete else EXIT_FAILURE
     print(
         f"step {result.step} ({result.stop_reason}); {result.train_seconds / 60:.1f} min of training, "
         f"{result.samples_per_second:.0f} samples/s; checkpoint in {result.out_dir}"

@@ -59,6 +59,8 @@ def register(commands) -> None:
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args, TrainConfig)
     result = WorldModelTrainer(config).run()
+    if not result.main_process:
+        return 0
     last = result.losses.get(result.step)
     print(
         f"trained to step {result.step}"

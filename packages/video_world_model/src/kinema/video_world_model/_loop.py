@@ -42,9 +42,11 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainResult:
     """What a run did. ``losses``: optimizer step -> mean loss over its micro-batches; ``step_seconds``: wall time of
-    each optimizer step, ``data_wait_seconds``: of which waiting for the next batch."""
+    each optimizer step, ``data_wait_seconds``: of which waiting for the next batch. Under several processes the
+    losses are means over all of them; ``main_process`` is False on every process but the first."""
 
     step: int
+    main_process: bool = True
     losses: dict[int, float] = field(default_factory=dict)
     skipped_steps: list[int] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
@@ -185,8 +187,12 @@ class Trainer(ABC):
                 raise ValueError(
                     "--use_wandb: wandb is not installed (pip install 'kinema-video-world-model[wandb]')"
                 ) from None
+        cuda = torch.cuda.is_available()
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no",
+            # cpu=True without CUDA: processes started by torchrun then join one gloo group (MULTI_CPU); without
+            # it each would train alone as a world of one and all would write the same output folder
+            cpu=not cuda,
+            mixed_precision=config.mixed_precision if cuda else "no",
             log_with="wandb" if config.use_wandb else None,
             project_dir=str(self.output),
         )
@@ -225,7 +231,10 @@ class Trainer(ABC):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.max_steps, config.lr_warmup_ratio, min_ratio)
         )
-        self.module, self.optimizer, self.scheduler = accelerator.prepare(module, optimizer, scheduler)
+        # the scheduler stays outside accelerator.prepare: prepared, it steps once per process at every optimizer
+        # step, so under N processes the warmup and the cosine would run N times too fast
+        self.module, self.optimizer = accelerator.prepare(module, optimizer)
+        self.scheduler = scheduler
         self.raw = accelerator.unwrap_model(self.module)
 
     # --- checkpoints ------------------------------------------------------------------------------------------
@@ -308,7 +317,7 @@ class Trainer(ABC):
             position,
             self.collate_fn,
         )
-        result = TrainResult(step=step)
+        result = TrainResult(step=step, main_process=accelerator.is_main_process)
         bad_in_a_row = 0
         progress = tqdm(
             total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
@@ -350,6 +359,10 @@ class Trainer(ABC):
                 progress.update(1)
                 continue
             bad_in_a_row = 0
+            if accelerator.num_processes > 1:  # the loss of the global batch
+                accumulated = accelerator.reduce(
+                    torch.tensor(accumulated, device=accelerator.device), reduction="mean"
+                ).item()
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             self.optimizer.step()

@@ -79,6 +79,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = vace_e_config_from_args(args)
     results = run_stages(config)
+    if any(result is not None and not result.main_process for result in results.values()):
+        return 0  # the first process reports
     for stage, result in results.items():
         print(f"{stage}: " + ("already finished" if result is None else f"trained to step {result.step}"))
     return 0
