@@ -234,6 +234,8 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     stats = compute_policy_stats(train_files, strict=True)
     model = hooks.build(model_config)
     model.set_normalization(stats)
+    if accelerator.process_index > 0:  # same weights everywhere, but each process its own dropout and z noise
+        torch.manual_seed(config.seed * 1_000_003 + accelerator.process_index)
     if resume_from is not None:
         from ._checkpoint import load_weights
 
@@ -293,6 +295,8 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
         torch.set_rng_state(rng["torch"])
         if device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"], device)
+        if accelerator.process_index > 0:  # rng.pt holds the first process's state: the others draw their own
+            torch.manual_seed(config.seed * 1_000_003 + accelerator.process_index + 7919 * step)
         try:
             sampler.set_state(rng[f"sampler_{accelerator.process_index}"])
         except (KeyError, RuntimeError):  # another process count or data device than before: a fresh stream
