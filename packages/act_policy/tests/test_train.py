@@ -199,7 +199,18 @@ def test_train_config_validation():
         tiny_train_config("d", "o", max_steps=None)
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1"):
         tiny_train_config("d", "o", batch_size=0)
+    with pytest.raises(ValueError, match=r"TrainConfig.device: expected one of \('auto', 'cuda', 'cpu'\)"):
+        tiny_train_config("d", "o", device="cuda:1")
     assert ACTConfig().kl_weight == 10.0
+
+
+def test_the_training_device_is_honoured(episodes, tmp_path):
+    config = tiny_config(environment_state_dim=2)
+    result = train(config, tiny_train_config(episodes, tmp_path / "cpu", max_steps=2, device="cpu"))
+    assert result.complete and result.device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"TrainConfig\.device: 'cuda' was asked for"):
+            train(config, tiny_train_config(episodes, tmp_path / "cuda", max_steps=2, device="cuda"))
 
 
 def test_learning_rate_schedule():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kinema.hybrid_policy import load_hybrid, train
+from kinema.hybrid_policy import TrainConfig, load_hybrid, train
 from kinema.hybrid_policy.testing import tiny_config, tiny_train_config
 
 
@@ -68,3 +68,11 @@ def test_train_config_is_act_s_with_diffusion_policy_defaults():
         TrainConfig(data="d", out_dir="o", lr=True)  # ACT's checks run too
     with pytest.raises(ValueError, match=r"TrainConfig\.ema_max_decay"):
         TrainConfig(data="d", out_dir="o", ema_max_decay=1.0)
+
+
+def test_policy_devices_map_to_training_devices():
+    from kinema.hybrid_policy._train import train_device
+
+    assert [train_device(d) for d in (None, "cpu", "cuda", "cuda:1")] == ["auto", "cpu", "cuda", "cuda"]
+    with pytest.raises(ValueError, match=r"TrainConfig\.device"):
+        TrainConfig(data="d", out_dir="o", device=train_device("mps"))

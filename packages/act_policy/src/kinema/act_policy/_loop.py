@@ -220,9 +220,14 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     model_config = dataclasses.replace(model_config, notes=notes)
     state = _check_resume(hooks, model_config, resume_from) if resume_from is not None else None
 
-    # cpu=True without CUDA: processes started by torchrun join one gloo group instead of each training alone
+    wanted = getattr(config, "device", "auto")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device: 'cuda' was asked for, but torch sees no CUDA device here")
+    # cpu=True also without CUDA: processes started by torchrun then join one gloo group instead of each
+    # training alone
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(config.mixed_precision)
+        cpu=wanted == "cpu" or not torch.cuda.is_available(),
+        mixed_precision=_mixed_precision(config.mixed_precision),
     )
     main = accelerator.is_main_process
     device = accelerator.device

@@ -38,6 +38,7 @@ from ._model import ACT
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
 DATA_DEVICES = ("auto", "device", "cpu")
+TRAIN_DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig(FieldChecks):
     - ``val_fraction`` of the episodes (split by episode, seeded) are held out for the validation loss, or
       ``val_data`` (a folder or list of files) gives the held-out episodes.
     - ``data_device``: where decoded images live ("auto": the GPU when they fit).
+    - ``device``: where training runs: "auto" (CUDA when available), "cuda" (an error without it) or "cpu"
+      (also on a GPU machine). Under ``accelerate launch`` each process takes its own GPU.
     """
 
     data: str | list[str]
@@ -77,6 +80,7 @@ class TrainConfig(FieldChecks):
     compile: bool = False
     channels_last: bool = True
     data_device: str = "auto"
+    device: str = "auto"
     load_workers: int = 0
     resume: bool = False
     wandb: bool = False
@@ -117,6 +121,11 @@ class TrainConfig(FieldChecks):
         if self.data_device not in DATA_DEVICES:
             raise ValueError(
                 f"TrainConfig.data_device: expected one of {DATA_DEVICES}, got {self.data_device!r}"
+            )
+        if self.device not in TRAIN_DEVICES:
+            raise ValueError(
+                f"TrainConfig.device: expected one of {TRAIN_DEVICES}, got {self.device!r} (pick a GPU with "
+                "CUDA_VISIBLE_DEVICES)"
             )
         self.check_non_negative_int("load_workers")
 

@@ -262,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
         help="stop this process after this long with a checkpoint (exit 3; continue with --resume)",
     )  # fmt: skip
     train.add_argument("--run-name", help="wandb run name")
+    train.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        help="where training runs (default auto: CUDA when available)",
+    )
     train.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     _add_model_arguments(train)
     _add_train_arguments(train)
@@ -365,6 +370,7 @@ def _run_train(args) -> int:
             resume=args.resume,
             session_minutes=args.session_minutes,
             run_name=args.run_name,
+            **({"device": args.device} if args.device else {}),
             **_train_overrides(args),
         )
         result = train(model, config)

@@ -36,6 +36,7 @@ from kinema.act_policy import episode_files, load_episodes, write_json_atomic
 from ._config import VARIANTS, check_sampling_steps
 from ._data import chunk_batch
 from ._metrics import chunk_fidelity, chunk_spread, mean_smoothness, mode_coverage
+from ._train import train_device
 
 POLICIES = ("act", *VARIANTS)
 ALOHA_TASKS = ("transfer_cube", "insertion")
@@ -297,6 +298,7 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
         "load_workers": config.workers,  # parallel episode decoding at start-up
         "session_minutes": config.session_minutes,
         "progress": config.progress,
+        "device": train_device(config.device),
         "resume": (out_dir / "checkpoints").is_dir(),
         **config.train,
     }

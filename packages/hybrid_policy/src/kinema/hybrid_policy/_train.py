@@ -35,6 +35,14 @@ NOT_STRUCTURAL = ("notes", "pretrained_backbone", "n_action_steps", "temporal_en
                   "num_inference_steps", "z_temperature")  # fmt: skip
 
 
+def train_device(device: str | None) -> str:
+    """A policy device ("cpu", "cuda", "cuda:1", None) as ``TrainConfig.device``: None -> "auto", "cuda:N" ->
+    "cuda" (training takes its process's GPU; choose one with CUDA_VISIBLE_DEVICES)."""
+    if device is None:
+        return "auto"
+    return "cuda" if str(device).startswith("cuda") else str(device)
+
+
 @dataclass
 class TrainConfig(ACTTrainConfig):
     """How to train a :class:`HybridConfig` model: kinema.act_policy's TrainConfig (every field and check) with

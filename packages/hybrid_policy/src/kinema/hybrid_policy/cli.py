@@ -272,7 +272,7 @@ def _hybrid_config(args):
 def _run_train(args) -> int:
     from kinema.robot_data import RobotDataError
 
-    from ._train import TrainConfig, train
+    from ._train import TrainConfig, train, train_device
 
     try:
         model = _hybrid_config(args)
@@ -287,6 +287,7 @@ def _run_train(args) -> int:
             max_minutes=args.max_minutes,
             seed=args.seed,
             progress=not args.no_progress,
+            device=train_device(args.device),
             **overrides,
         )
         result = train(model, config)
