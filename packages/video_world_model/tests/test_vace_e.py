@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -303,6 +306,29 @@ def test_staged_train_then_generate_and_validate_through_the_cli(tmp_path, model
     rows = json.loads((report / "metrics.json").read_text())
     assert len(rows["episodes"]) == 2 and rows["mean"]["psnr_all"] is not None
     assert "| **mean** |" in (report / "metrics.md").read_text()
+
+
+def test_two_processes_train_although_a_batch_leaves_a_modality_encoder_unused(tmp_path, models, data):
+    """torchrun, 2 CPU processes (DDP over gloo). Batches without hand motion or objects leave those encoders
+    without gradients; DDP must be told to look for unused parameters, else the second step fails."""
+    root, metadata, _ = data
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "num_frames": FRAMES, "height": 32, "width": 32, "encoder_width": 32, "encoder_layers": 1, "encoder_heads": 4,
+        "vace_e_layers": "0,2", "mixed_precision": "no", "dataset_num_workers": 0, "save_steps": 2, "log_steps": 1,
+        "training_stages": {"warmup": {"trainable_models": "vace_e", "learning_rate": 1e-3, "max_steps": 3}},
+    }))  # fmt: skip
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "kinema.video_world_model.cli", "vace-e", "train", "--config", str(config_file), "--model_dir",
+               str(models[0]), "--clip_path", str(models[1]), "--dataset_base_path", str(root),
+               "--task_metadata_path", str(metadata), "--output_path", str(out)]  # fmt: skip
+    done = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("warmup: trained to step 3") == 1  # only the first process reports
+    assert json.loads((out / "warmup" / STAGE_DONE).read_text())["step"] == 3
 
 
 def test_interrupted_stage_resumes_and_finished_stages_are_skipped(tmp_path, models, data, monkeypatch):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -159,6 +159,9 @@ class Trainer(ABC):
     refused unless resuming."""
 
     marker = "train_config.json"
+    # True where a batch may leave trainable parameters unused (DDP must then look for them every step, or the
+    # next step fails waiting for their gradients)
+    find_unused_parameters = False
 
     def __init__(self, config: LoopConfig, accelerator: Accelerator | None = None):
         self.config = config
@@ -193,6 +196,7 @@ class Trainer(ABC):
             # it each would train alone as a world of one and all would write the same output folder
             cpu=not cuda,
             mixed_precision=config.mixed_precision if cuda else "no",
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.find_unused_parameters)],
             log_with="wandb" if config.use_wandb else None,
             project_dir=str(self.output),
         )

@@ -177,6 +177,7 @@ class VaceETrainer(Trainer):
 
     marker = TRAIN_CONFIG
     collate_fn = staticmethod(collate_vace_e)
+    find_unused_parameters = True  # a batch without hand motion or objects leaves that modality's encoder unused
 
     def __init__(
         self,
