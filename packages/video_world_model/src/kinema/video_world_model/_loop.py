@@ -196,7 +196,9 @@ class Trainer(ABC):
             # it each would train alone as a world of one and all would write the same output folder
             cpu=not cuda,
             mixed_precision=config.mixed_precision if cuda else "no",
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.find_unused_parameters)],
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(find_unused_parameters=self.find_unused_parameters)
+            ],
             log_with="wandb" if config.use_wandb else None,
             project_dir=str(self.output),
         )

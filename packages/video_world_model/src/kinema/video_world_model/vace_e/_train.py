@@ -177,7 +177,8 @@ class VaceETrainer(Trainer):
 
     marker = TRAIN_CONFIG
     collate_fn = staticmethod(collate_vace_e)
-    find_unused_parameters = True  # a batch without hand motion or objects leaves that modality's encoder unused
+    # a batch without hand motion or objects leaves that modality's encoder unused (see Trainer)
+    find_unused_parameters = True
 
     def __init__(
         self,
