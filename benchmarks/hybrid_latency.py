@@ -44,24 +44,37 @@ def _batch(size: int, height: int, width: int, chunk: int, device: torch.device)
     }
 
 
-def measure(name: str, model, args, device: torch.device) -> dict:
-    """train samples/s and batch-1 query ms of ``model`` (an ACT or a HybridPolicyModel)."""
-    height, width = args.image_size
-    chunk = model.config.chunk_size
-    autocast = device.type == "cuda"
+def _train_row(model, batch: dict, args, device: torch.device) -> dict:
+    """ms per optimizer step (forward, loss, backward, AdamW) at --batch-size, and samples/s."""
     hybrid = isinstance(model, HybridPolicyModel)
-    batch = _batch(args.batch_size, height, width, chunk, device)
     optimizer = torch.optim.AdamW(model.parameter_groups(1e-4, 1e-4, 1e-4), fused=device.type == "cuda")
     model.train()
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss, _ = model.compute_loss(batch, 0) if hybrid else model.compute_loss(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step_ms = timed(step, args.iters, args.warmup)[0] * 1000 if args.train else math.nan
+    step_ms = timed(step, args.iters, args.warmup)[0] * 1000
+    return {
+        "train_step_ms": round(step_ms, 3),
+        "train_samples_per_second": round(args.batch_size / step_ms * 1000, 1),
+    }
+
+
+def measure(name: str, model, args, device: torch.device) -> dict:
+    """train samples/s (unless --query-only) and batch-1 query ms of ``model`` (an ACT or a HybridPolicyModel)."""
+    height, width = args.image_size
+    autocast = device.type == "cuda"
+    hybrid = isinstance(model, HybridPolicyModel)
+    batch = _batch(args.batch_size, height, width, model.config.chunk_size, device)
+    train = (
+        _train_row(model, batch, args, device)
+        if args.train
+        else {"train_step_ms": None, "train_samples_per_second": None}
+    )
     model.eval()
     query = {k: v[:1] for k, v in batch.items() if k in ("image", "qpos")}
     generator = torch.Generator(device=device).manual_seed(0)
@@ -90,8 +103,7 @@ def measure(name: str, model, args, device: torch.device) -> dict:
             compiled["compile_error"] = f"{type(error).__name__}: {str(error)[:300]}"
     return {
         "model": name,
-        "train_step_ms": round(step_ms, 3) if args.train else None,
-        "train_samples_per_second": round(args.batch_size / step_ms * 1000, 1) if args.train else None,
+        **train,
         "query_ms_batch_1": round(query_ms, 3),
         "query_peak_gib": round(peak_gib, 3) if math.isfinite(peak_gib) else None,  # None without CUDA
         **compiled,
