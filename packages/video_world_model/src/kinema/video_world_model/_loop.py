@@ -343,13 +343,16 @@ class Trainer(ABC):
                 sync = nullcontext() if last else accelerator.no_sync(self.module)
                 with sync, accelerator.autocast():
                     loss = self.module(batch, generator)
-                ok = torch.isfinite(loss.detach()).float()
-                ok = accelerator.reduce(ok, reduction="mean") if accelerator.num_processes > 1 else ok
-                if ok.item() < 1.0 or not finite:
+                # one collective per micro-batch: whether every process's loss is finite, and their mean
+                check = torch.stack([torch.isfinite(loss.detach()).float(), loss.detach().float()])
+                if accelerator.num_processes > 1:
+                    check = accelerator.reduce(check, reduction="mean")
+                ok, value = check.tolist()
+                if ok < 1.0 or not finite:
                     finite = False
                     continue
                 accelerator.backward(loss / config.gradient_accumulation_steps)
-                accumulated += loss.detach().float().item() / config.gradient_accumulation_steps
+                accumulated += value / config.gradient_accumulation_steps
             step += 1
             if not finite:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -365,10 +368,6 @@ class Trainer(ABC):
                 progress.update(1)
                 continue
             bad_in_a_row = 0
-            if accelerator.num_processes > 1:  # the loss of the global batch
-                accumulated = accelerator.reduce(
-                    torch.tensor(accumulated, device=accelerator.device), reduction="mean"
-                ).item()
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             self.optimizer.step()
