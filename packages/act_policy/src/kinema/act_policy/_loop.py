@@ -184,7 +184,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     ``config`` fields read: data, out_dir, resume, val_fraction, seed, batch_size, lr, lr_backbone, weight_decay,
     grad_clip, lr_schedule, warmup_steps, max_steps, max_minutes, session_minutes, val_every, val_samples,
     save_every, keep_checkpoints, log_every, mixed_precision, data_device, load_workers, progress; and when
-    present val_data (held-out episodes instead of val_fraction), compile, wandb, wandb_project, run_name.
+    present val_data (held-out episodes instead of val_fraction), compile, wandb, wandb_project, run_name, device.
 
     Raises before any training: ``RobotDataError`` for data that does not fit the model config (missing camera,
     state, coordinates; mismatched dims), ``FileExistsError`` when ``out_dir`` already holds a run and
@@ -231,6 +231,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     )
     main = accelerator.is_main_process
     device = accelerator.device
+    process_seed = config.seed * 1_000_003 + accelerator.process_index  # batches, dropout and z noise
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -240,7 +241,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     model = hooks.build(model_config)
     model.set_normalization(stats)
     if accelerator.process_index > 0:  # same weights everywhere, but each process its own dropout and z noise
-        torch.manual_seed(config.seed * 1_000_003 + accelerator.process_index)
+        torch.manual_seed(process_seed)
     if resume_from is not None:
         from ._checkpoint import load_weights
 
@@ -289,7 +290,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     )
 
     sampler = torch.Generator(device=memory.device)
-    sampler.manual_seed(config.seed * 1_000_003 + accelerator.process_index)
+    sampler.manual_seed(process_seed)
     step = 0
     best_val = None
     if state is not None:
@@ -301,11 +302,11 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
         if device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"], device)
         if accelerator.process_index > 0:  # rng.pt holds the first process's state: the others draw their own
-            torch.manual_seed(config.seed * 1_000_003 + accelerator.process_index + 7919 * step)
+            torch.manual_seed(process_seed + 7919 * step)
         try:
             sampler.set_state(rng[f"sampler_{accelerator.process_index}"])
         except (KeyError, RuntimeError):  # another process count or data device than before: a fresh stream
-            sampler.manual_seed(config.seed * 1_000_003 + accelerator.process_index + 7919 * step)
+            sampler.manual_seed(process_seed + 7919 * step)
 
     module = _LossModule(model, hooks.loss)
     if getattr(config, "compile", False):
