@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kinema.act_policy import ACTConfig, load_act, train
+from kinema.act_policy import ACTConfig, episode_files, load_act, train
 from kinema.act_policy._data import check_episodes, load_episodes
 from kinema.act_policy.testing import tiny_config, tiny_train_config, write_episodes
 from kinema.robot_data import RobotDataError
@@ -192,6 +192,17 @@ def test_missing_data_folder_and_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"holds no episode files \(\*\.hdf5\)"):
         train(tiny_config(), tiny_train_config(tmp_path / "empty", tmp_path / "run"))
+
+
+def test_episode_files_are_in_numeric_order(tmp_path):
+    """episode_2 before episode_10: "the first N" and "the last K" episodes are taken by number."""
+    for e in (10, 2, 0, 1, 11, 9):
+        (tmp_path / f"episode_{e}.hdf5").touch()
+    (tmp_path / ".episode_3.hdf5.tmp.hdf5").touch()  # a hidden temporary file: skipped
+    numeric = [f"episode_{e}.hdf5" for e in (0, 1, 2, 9, 10, 11)]
+    assert [p.name for p in episode_files(tmp_path)] == numeric
+    given = [tmp_path / "episode_10.hdf5", tmp_path / "episode_2.hdf5"]
+    assert episode_files(given) == given  # a list keeps its order
 
 
 def test_train_config_validation():

@@ -75,3 +75,19 @@ def test_ablation_in_pieces_prepare_then_session_limited_cells(tmp_path):
     finished = run_ablation(AblationConfig(**base, **TINY_ABLATION))
     assert finished["complete"] is True and [r["steps"] for r in finished["rows"]] == [3]
     assert (tmp_path / "results.json").is_file()
+
+
+def test_given_episodes_are_split_in_numeric_order(tmp_path):
+    """Cells train on the first ``demos`` episodes and hold out the last ``val_episodes``, by number."""
+    from kinema.hybrid_policy._ablation import prepare_data
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for e in range(12):
+        (data / f"episode_{e}.hdf5").touch()
+    config = AblationConfig(
+        task="transfer_cube", data=str(data), out_dir=str(tmp_path / "out"), demos=(3,), val_episodes=2
+    )
+    train, held_out = prepare_data(config)
+    assert [p.name for p in train] == ["episode_0.hdf5", "episode_1.hdf5", "episode_2.hdf5"]
+    assert [p.name for p in held_out] == ["episode_10.hdf5", "episode_11.hdf5"]

@@ -69,7 +69,7 @@ def test_action_rows_are_named_in_the_table(action_video, capsys):
     code, out, _ = run(["validate", str(action_video.root)], capsys)
     assert code == 1
     assert "row 6 (line 8): action: not valid JSON" in out
-    assert "row 8 (line 10): action: expected 2 action steps" in out
+    assert "row 8 (line 10): action: 3 action steps cover 13 frames, but video" in out
     assert "truncated: the header declares 9 frames" in out  # found by decoding, not by the index
 
 

@@ -281,3 +281,45 @@ def test_episodes_written_by_other_tools_read_the_same(tmp_path):
     for i in range(len(ds)):
         t = ds[i]["timestep"]
         torch.testing.assert_close(ds[i]["image"][0], torch.full((3, 24, 32), t / 255))
+
+
+def test_episode_folders_list_in_numeric_order(tmp_path):
+    """episode_2 before episode_10, wherever episodes are listed (the split, the sample order, stats)."""
+    from kinema.robot_data._stats import list_policy_episodes
+    from kinema.robot_data.sim._io import recording_files
+
+    for e in (10, 2, 0, 1, 11, 9):
+        write_policy_episode(tmp_path / f"episode_{e}.hdf5", **synthetic_policy_episode(e), attrs=ATTRS)
+    numeric = [f"episode_{e}.hdf5" for e in (0, 1, 2, 9, 10, 11)]
+    assert [p.name for p in list_policy_episodes(tmp_path)] == numeric
+    assert [p.name for p in recording_files(tmp_path)] == numeric
+    dataset = PolicyEpisodeDataset(tmp_path, ["top"], chunk_size=2, split="all")
+    assert [p.name for p in dataset.files] == numeric
+    assert dataset[3 * 20]["qpos"][0] == 1000.0 * 9  # sample 60 is the fourth episode's first step: episode_9
+
+
+def test_natural_key_orders_numbers_as_numbers_and_any_names_together():
+    from kinema.robot_data import natural_key
+
+    names = [
+        "episode_10.hdf5",
+        "episode_2.hdf5",
+        "grasp2",
+        "grasp",
+        "episode_02.hdf5",
+        "ep1.h5",  # "ep" < "ep.h"
+        "ep.h5",
+        "b",
+        "a10",
+    ]
+    assert sorted(names, key=natural_key) == [
+        "a10",
+        "b",
+        "ep1.h5",  # "ep" < "ep.h"
+        "ep.h5",
+        "episode_02.hdf5",
+        "episode_2.hdf5",
+        "episode_10.hdf5",
+        "grasp",
+        "grasp2",
+    ]

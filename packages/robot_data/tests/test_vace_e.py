@@ -280,3 +280,16 @@ def test_loading_never_writes_into_the_dataset(vace_e):
     ds = dataset(vace_e, num_frames=9)
     [ds[i] for i in range(len(ds))]
     assert snapshot() == before
+
+
+def test_episodes_are_listed_in_numeric_order(tmp_path):
+    import shutil
+
+    from kinema.robot_data._vace_e import find_episodes
+
+    fixture = write_vace_e_dataset(tmp_path / "base")
+    source = tmp_path / "base" / POUR_TASK / "episode_1"
+    for n in (10, 2, 11):
+        shutil.copytree(source, source.with_name(f"episode_{n}"))
+    found = [(task, path.name) for task, path in find_episodes(fixture.root)]
+    assert found == [(GRASP_TASK, "episode_0")] + [(POUR_TASK, f"episode_{n}") for n in (0, 1, 2, 10, 11)]

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from kinema.robot_data import natural_key
+
 from ._data import check_episodes, load_episodes, split_episodes
 from ._io import load_torch, save_torch_atomic, write_json_atomic
 from ._logging import RunLogger
@@ -99,7 +101,8 @@ class LoopHooks:
 
 
 def episode_files(data: str | os.PathLike | list) -> list[Path]:
-    """A folder's ``*.hdf5`` / ``*.h5`` files (sorted, hidden files skipped), one file, or a list of files."""
+    """A folder's ``*.hdf5`` / ``*.h5`` files (in numeric order, ``episode_2`` before ``episode_10``; hidden files
+    skipped), one file, or a list of files (kept in its order). "The first N" / "the last K" of it are by number."""
     if isinstance(data, list | tuple):
         return [Path(p) for p in data]
     root = Path(data)
@@ -107,7 +110,10 @@ def episode_files(data: str | os.PathLike | list) -> list[Path]:
         raise FileNotFoundError(f"--data: {root} does not exist")
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.iterdir() if p.suffix in (".hdf5", ".h5") and not p.name.startswith("."))
+    files = sorted(
+        (p for p in root.iterdir() if p.suffix in (".hdf5", ".h5") and not p.name.startswith(".")),
+        key=natural_key,
+    )
     if not files:
         raise FileNotFoundError(f"--data: {root} holds no episode files (*.hdf5)")
     return files

@@ -8,6 +8,7 @@ in lenient mode (the default).
 from ._action_video import ActionVideoConfig, ActionVideoDataset
 from ._actions import DEFAULT_MAGNITUDE_SCALE, DRONE_ACTIONS, format_action_json, parse_action_json
 from ._errors import MissingFileError, RobotDataError, RobotDataWarning, SkippedItem
+from ._order import natural_key
 from ._policy_dataset import PolicyEpisodeDataset
 from ._policy_io import check_policy_episode, read_policy_episode, write_policy_episode
 from ._rotation import ROT6D_CONVENTION, matrix_to_rot6d, rot6d_to_matrix
@@ -42,6 +43,7 @@ __all__ = [
     "load_stats",
     "load_task_metadata",
     "matrix_to_rot6d",
+    "natural_key",
     "num_action_steps",
     "parse_action_json",
     "probe_video",

@@ -1,7 +1,11 @@
 """Action-video clips: the training data of the drone world model.
 
 A metadata CSV with the columns ``video``, ``prompt``, ``action`` (and any other file columns named in
-``data_file_keys``); paths are relative to ``base_path``. ``action`` is JSON (A, 2, 8), A = (num_frames - 1) / 4.
+``data_file_keys``); paths are relative to ``base_path``. ``action`` is JSON (A, 2, 8): action k steers latent frame
+k + 1, i.e. video frames 4k + 1 .. 4k + 4 (frame 0 is the first image), so a row's A actions cover its first
+4A + 1 frames. A sample of T = num_frames frames needs (T - 1) / 4 of them; a longer clip with more actions offers
+several windows, which start on multiples of 4 frames so that their actions stay aligned: the window starting at
+frame 4m has the actions m .. m + (T - 1) / 4 - 1.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from PIL import Image
 from ._actions import DEFAULT_MAGNITUDE_SCALE, DRONE_ACTIONS, parse_action_json
 from ._errors import MissingFileError, RobotDataError, require_exists
 from ._lenient import FallbackLoader, index_items
-from ._sizes import check_wan_num_frames, cover_size, num_action_steps, resolve_size
+from ._sizes import TIME_COMPRESSION, check_wan_num_frames, cover_size, num_action_steps, resolve_size
 from ._video import probe_video, read_video_frames
+from ._windows import Windows, check_window
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 REQUIRED_COLUMNS = ("video", "prompt", "action")
@@ -33,7 +38,16 @@ class ActionVideoConfig:
     - ``base_path``: folder the CSV's file columns are relative to.
     - ``metadata_path``: the CSV (default ``<base_path>/metadata.csv``).
     - ``repeat``: the dataset is ``repeat`` times as long (one epoch sees every clip ``repeat`` times).
-    - ``num_frames``: frames per clip, 4n+1 (81 -> 20 actions); the first ``num_frames`` frames are used.
+    - ``num_frames``: frames per sample, 4n+1 (81 -> 20 actions). A row needs at least (num_frames - 1) / 4
+      actions; its A actions cover its first 4A + 1 frames, which its video must hold.
+    - ``window``: which ``num_frames`` frames of a longer row a sample takes: ``"first"`` (default: the first
+      ones), ``"random"`` (a start drawn from ``seed``, the epoch (:meth:`ActionVideoDataset.set_epoch`) and the
+      sample index alone, so a resumed run draws the same windows) or ``"all"`` (every window, ``window_stride``
+      frames apart; the dataset has one sample per window). Starts are multiples of 4 frames, which keeps the
+      actions aligned with the frames they steer.
+    - ``window_stride``: frames between the starts of ``"all"`` windows, a multiple of 4 (default
+      ``num_frames - 1``: consecutive windows share one frame and every action is used exactly once).
+    - ``seed``: the seed of ``"random"`` windows.
     - ``height``, ``width``: fixed output size (both or neither, divisible by 16); otherwise ``max_pixels`` scales
       each clip down to at most that many pixels, sides floored to multiples of 16.
     - ``data_file_keys``: CSV columns holding file paths; videos are read like ``video``, images resized to the
@@ -61,6 +75,9 @@ class ActionVideoConfig:
     video_dtype: str = "uint8"
     strict: bool = False
     check_videos: bool = True
+    window: str = "first"
+    window_stride: int | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.base_path = Path(self.base_path)
@@ -92,10 +109,17 @@ class ActionVideoConfig:
         self.action_magnitude_scale = scale
         if self.video_dtype not in ("float32", "uint8"):
             raise ValueError(f"video_dtype: expected 'float32' or 'uint8', got {self.video_dtype!r}")
+        check_window(self.window, self.window_stride, self.seed, TIME_COMPRESSION)
 
     @property
     def size(self) -> tuple[int, int] | None:
         return None if self.height is None else (self.height, self.width)
+
+    @property
+    def stride_steps(self) -> int:
+        """Action steps between the starts of ``"all"`` windows."""
+        stride = self.num_frames - 1 if self.window_stride is None else self.window_stride
+        return max(1, stride // TIME_COMPRESSION)
 
 
 @dataclass
@@ -103,7 +127,7 @@ class _Clip:
     row: str
     files: dict[str, Path]
     prompt: str
-    binary: np.ndarray  # (A, 8)
+    binary: np.ndarray  # (A, 8), every action of the row
     magnitude: np.ndarray  # (A, 8), raw
 
 
@@ -136,13 +160,17 @@ class ActionVideoDataset(torch.utils.data.Dataset):
     - ``video``: (3, T, H, W), T = num_frames, uint8 (or float32 in [-1, 1], see ``video_dtype``);
     - ``input_image``: (3, H, W), frame 0 of ``video``;
     - ``prompt``: str;
-    - ``action_binary``: (A, 8) float32 in {0, 1}, A = (T - 1) / 4, action k steers latent frame k + 1;
+    - ``action_binary``: (A, 8) float32 in {0, 1}, A = (T - 1) / 4, action k steers latent frame k + 1 of the
+      sample (the row's actions sliced to the window);
     - ``action_magnitude``: (A, 8) float32, RAW (unscaled; see ``action_magnitude_scale``);
-    - one entry per extra key of ``data_file_keys``: (3, T, H, W) for videos, (3, H, W) for images;
+    - one entry per extra key of ``data_file_keys``: (3, T, H, W) for videos (the same frames), (3, H, W) for
+      images;
+    - ``frame_indices``: (T,) int64, the row's frames in ``video`` (``start .. start + T - 1``);
     - ``row``: the CSV row (``"<i> (line <n>)"``).
 
     Rows are checked at construction (action JSON and shape, files present, videos long enough); bad rows raise
-    (``strict``) or are skipped with one warning listing them (``skipped``).
+    (``strict``) or are skipped with one warning listing them (``skipped``). ``len(dataset)`` is the number of
+    rows (``window="all"``: of windows) times ``repeat``; :meth:`window` tells which frames a sample covers.
     """
 
     def __init__(self, config: ActionVideoConfig | None = None, **options):
@@ -157,12 +185,26 @@ class ActionVideoDataset(torch.utils.data.Dataset):
         self.clips, self.skipped = index_items(
             f"action-video clips ({config.metadata_path})", rows, self._check_row, strict=config.strict
         )
+        self._windows = Windows(
+            config.window,
+            [len(clip.binary) - self.num_actions + 1 for clip in self.clips],
+            config.stride_steps,
+            config.seed,
+        )
         self._fetch = FallbackLoader(f"ActionVideoDataset({config.metadata_path})", config.strict)
 
     def _check_row(self, numbered: tuple[str, dict[str, str]]) -> _Clip:
         row, values = numbered
         source = self.config.metadata_path
-        binary, magnitude = parse_action_json(values["action"], self.num_actions, source=str(source), row=row)
+        binary, magnitude = parse_action_json(values["action"], source=str(source), row=row)
+        steps = len(binary)
+        if steps < self.num_actions:
+            raise RobotDataError(
+                source,
+                f"row {row}: action",
+                f"expected {self.num_actions} action steps ((num_frames - 1) / 4) or more, got {steps}",
+            )
+        needed = TIME_COMPRESSION * steps + 1  # frames the row's actions cover
         files = {}
         for key in self.config.data_file_keys:
             name = (values.get(key) or "").strip()
@@ -182,22 +224,44 @@ class ActionVideoDataset(torch.utils.data.Dataset):
                         f"row {row}: {key}",
                         f"has {info.num_frames} frames, num_frames={self.config.num_frames} are needed",
                     )
+                if info.num_frames < needed:
+                    raise RobotDataError(
+                        source,
+                        f"row {row}: action",
+                        f"{steps} action steps cover {needed} frames, but {key} {name} has {info.num_frames} "
+                        f"(num_frames={self.config.num_frames} takes {self.num_actions} steps)",
+                    )
             files[key] = path
         return _Clip(row, files, values.get("prompt") or "", binary, magnitude)
 
     def __len__(self) -> int:
-        return len(self.clips) * self.config.repeat
+        return len(self._windows) * self.config.repeat
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch that ``window="random"`` draws depend on (call it before each epoch, as with a
+        ``DistributedSampler``; DataLoader workers pick it up when the loader is iterated anew)."""
+        self._windows.set_epoch(epoch)
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(clip, first frame) of sample ``index`` this epoch: ``self.clips[clip]`` from that frame on."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index: expected 0 <= index < {len(self)}, got {index}")
+        clip, step = self._windows.locate(index % len(self._windows), index)
+        return clip, TIME_COMPRESSION * step
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index: expected 0 <= index < {len(self)}, got {index}")
-        return self._fetch(index % len(self.clips), len(self.clips), self._load)
+        items = len(self._windows)
+        return self._fetch(index % items, items, lambda item: self._load(item, index))
 
-    def _load(self, i: int) -> dict:
+    def _load(self, item: int, index: int) -> dict:
+        i, step = self._windows.locate(item, index)  # the clip and its first action step
         clip = self.clips[i]
         cfg = self.config
         as_float = cfg.video_dtype == "float32"
-        frames = np.arange(cfg.num_frames)
+        frames = np.arange(cfg.num_frames) + TIME_COMPRESSION * step
+        actions = slice(step, step + self.num_actions)
         video = read_video_frames(
             clip.files["video"],
             frames,
@@ -210,8 +274,9 @@ class ActionVideoDataset(torch.utils.data.Dataset):
             "video": video,
             "input_image": video[:, 0].clone(),
             "prompt": clip.prompt,
-            "action_binary": torch.from_numpy(clip.binary.copy()),
-            "action_magnitude": torch.from_numpy(clip.magnitude.copy()),
+            "action_binary": torch.from_numpy(clip.binary[actions].copy()),
+            "action_magnitude": torch.from_numpy(clip.magnitude[actions].copy()),
+            "frame_indices": torch.from_numpy(frames),
             "row": clip.row,
         }
         out_hw = tuple(video.shape[2:])

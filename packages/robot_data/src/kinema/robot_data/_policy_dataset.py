@@ -87,7 +87,8 @@ class PolicyEpisodeDataset(torch.utils.data.Dataset):
     - ``root_or_files``: a folder of episode files (``*.hdf5``), one file, or a list of files.
     - ``camera_names``: cameras to return, in this order; ``chunk_size``: actions per sample.
     - ``split``: ``"train"``, ``"val"`` or ``"all"``; episodes are split (never steps), by a seeded permutation
-      of the sorted file list with ``val_fraction`` of them for validation (a bad file does not move the split).
+      of the file list (numerically sorted for a folder: ``episode_2`` before ``episode_10``) with
+      ``val_fraction`` of them for validation (a bad file does not move the split).
     - ``use_environment_state``: also return ``environment_state`` (episodes without it are bad items).
     - ``stats``: None, a statistics dict (:func:`compute_policy_stats`), or a stats file/folder; when given,
       qpos, action and environment_state are normalized as (x - mean) / std.

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._errors import MissingFileError, RobotDataError, require_exists
 from ._lenient import index_items
+from ._order import natural_key
 from ._policy_io import _check_open
 from ._trajectories import open_hdf5
 
@@ -27,16 +28,20 @@ EPISODE_SUFFIXES = (".hdf5", ".h5")
 
 
 def list_policy_episodes(root_or_files: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Episode files: a file, the ``*.hdf5``/``*.h5`` files of a folder (sorted, hidden temp files ignored), or a
-    list of files (kept in its order). A root that does not exist raises :class:`MissingFileError`."""
+    """Episode files: a file, the ``*.hdf5``/``*.h5`` files of a folder (in numeric order, ``episode_2`` before
+    ``episode_10``; hidden temp files ignored), or a list of files (kept in its order). A root that does not exist
+    raises :class:`MissingFileError`."""
     if isinstance(root_or_files, str | os.PathLike):
         root = require_exists(root_or_files, "root")
         if root.is_file():
             return [root]
         return sorted(
-            p
-            for p in root.iterdir()
-            if p.suffix in EPISODE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            (
+                p
+                for p in root.iterdir()
+                if p.suffix in EPISODE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            ),
+            key=natural_key,
         )
     return [Path(p) for p in root_or_files]
 

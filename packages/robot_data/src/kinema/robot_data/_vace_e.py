@@ -27,6 +27,7 @@ import torch
 from ._action_video import load_image
 from ._errors import RobotDataError, require_exists
 from ._lenient import FallbackLoader, index_items
+from ._order import natural_key
 from ._sizes import check_wan_num_frames, resolve_size, wan_num_frames
 from ._task_metadata import TaskAttributes, load_task_metadata, task_attributes
 from ._trajectories import (
@@ -37,6 +38,7 @@ from ._trajectories import (
     read_object_trajectories,
 )
 from ._video import probe_video, read_video_frames, source_frame_indices
+from ._windows import Windows, check_window
 
 _EPISODE = re.compile(r"^episode_(\d+)$")
 UNKNOWN_TASK_POLICIES = ("skip", "default")
@@ -47,8 +49,14 @@ class VaceEConfig:
     """Options of :class:`VaceEEpisodeDataset`.
 
     - ``base_path``: the folder of task folders; ``metadata_path``: the task metadata JSON.
-    - ``num_frames`` (4n+1): frames per sample, taken from the start of the episode (resampled to ``fps`` when
-      given). A shorter episode gives the largest 4n+1 count it has, so T varies between episodes.
+    - ``num_frames`` (4n+1): frames per sample (of the episode resampled to ``fps`` when given). A shorter
+      episode gives the largest 4n+1 count it has, so T varies between episodes.
+    - ``window``: which frames of a longer episode a sample takes: ``"first"`` (default: the first ones),
+      ``"random"`` (a start drawn from ``seed``, the epoch (:meth:`VaceEEpisodeDataset.set_epoch`) and the sample
+      index alone, so a resumed run draws the same windows) or ``"all"`` (every window, ``window_stride`` frames
+      apart; the dataset has one sample per window). Trajectories and the mask are sliced to the same frames.
+    - ``window_stride``: frames between the starts of ``"all"`` windows (default ``num_frames - 1``: consecutive
+      windows share one frame); ``seed``: the seed of ``"random"`` windows.
     - ``height``/``width`` or ``max_pixels``: output size, as for the action-video clips.
     - ``max_hand_motion_length``, ``max_object_trajectory_length``: upper bounds of the motion sequences. The
       trajectories are sampled at the timestamps of the returned video frames, so their natural length is T, and
@@ -82,6 +90,9 @@ class VaceEConfig:
     repeat: int = 1
     video_dtype: str = "uint8"
     strict: bool = False
+    window: str = "first"
+    window_stride: int | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.base_path, self.metadata_path = Path(self.base_path), Path(self.metadata_path)
@@ -112,31 +123,40 @@ class VaceEConfig:
             raise ValueError(f"repeat: expected an integer >= 1, got {self.repeat!r}")
         if self.video_dtype not in ("float32", "uint8"):
             raise ValueError(f"video_dtype: expected 'float32' or 'uint8', got {self.video_dtype!r}")
+        check_window(self.window, self.window_stride, self.seed, 1)
 
     @property
     def size(self) -> tuple[int, int] | None:
         return None if self.height is None else (self.height, self.width)
 
+    @property
+    def stride(self) -> int:
+        """Frames between the starts of ``"all"`` windows."""
+        return max(1, self.num_frames - 1) if self.window_stride is None else self.window_stride
+
 
 @dataclass
 class VaceEEpisode:
-    """One indexed episode: its files, task, source frame indices and trajectories already sampled at them."""
+    """One indexed episode: its files, task, and every frame a window may use (N of them, N >= ``num_frames``)
+    with the trajectories already sampled at those frames; a sample takes ``num_frames`` consecutive ones."""
 
     path: Path
     task: TaskAttributes
     prompt: str
     videos: dict[str, Path]  # "video", "control_video", "mask"
-    frame_indices: np.ndarray  # (T,) source frame of each returned frame
-    hand_motion: np.ndarray | None  # (T, 20)
-    object_trajectory: np.ndarray | None  # (T, n, 9)
+    frame_indices: np.ndarray  # (N,) source frame of each usable (resampled) frame
+    hand_motion: np.ndarray | None  # (N, 20)
+    object_trajectory: np.ndarray | None  # (N, n, 9)
     embodiment_image: Path | None
     notes: list[str] = field(default_factory=list)
+    num_frames: int = 0  # T, frames per sample: num_frames, or the largest 4n+1 <= N
 
 
 def find_episodes(base_path: Path) -> list[tuple[str, Path]]:
-    """(task folder name, episode folder) for every ``<base>/<task>/episode_<n>/``, sorted by task then n."""
+    """(task folder name, episode folder) for every ``<base>/<task>/episode_<n>/``, sorted by task then n (numbers
+    in names compare as numbers: ``episode_2`` before ``episode_10``)."""
     found = []
-    for task_dir in sorted(p for p in base_path.iterdir() if p.is_dir()):
+    for task_dir in sorted((p for p in base_path.iterdir() if p.is_dir()), key=natural_key):
         episodes = [
             (int(m.group(1)), p) for p in task_dir.iterdir() if p.is_dir() and (m := _EPISODE.match(p.name))
         ]
@@ -168,6 +188,9 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
     - ``hand_motion``: (T, 20) float32 or None; ``object_trajectory``: (T, n_objects, 9) float32 or None: rows
       sampled at the same source timestamps as the video frames (``frame_indices`` (T,)), so they never drift;
     - ``embodiment_image``: (3, H, W) (the first ``end_effector_*.jpg``, resized to the video) or None.
+
+    ``len(dataset)`` is the number of episodes (``window="all"``: of windows) times ``repeat``; :meth:`window`
+    tells which frames a sample covers.
     """
 
     def __init__(self, config: VaceEConfig | None = None, **options):
@@ -183,6 +206,12 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
         candidates = find_episodes(config.base_path)
         self.episodes, self.skipped = index_items(
             f"VACE-E episodes ({config.base_path})", candidates, self._check_episode, strict=config.strict
+        )
+        self._windows = Windows(
+            config.window,
+            [len(e.frame_indices) - e.num_frames + 1 for e in self.episodes],
+            config.stride,
+            config.seed,
         )
         self._fetch = FallbackLoader(f"VaceEEpisodeDataset({config.base_path})", config.strict)
 
@@ -215,7 +244,7 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
             source_frames if cfg.fps is None else math.ceil(source_frames / source_fps * cfg.fps - 1e-6)
         )
         count = min(cfg.num_frames, wan_num_frames(max(available, 1)))
-        indices = source_frame_indices(source_frames, source_fps, np.arange(count), fps=cfg.fps)
+        indices = source_frame_indices(source_frames, source_fps, np.arange(max(available, 1)), fps=cfg.fps)
         notes = []
         hand = objects = None
         for key in ("hand_trajectories", "object_trajectories"):
@@ -245,6 +274,7 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
             objects,
             images[0] if images else None,
             notes,
+            count,
         )
 
     def _trajectory_rows(
@@ -269,27 +299,41 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
         return np.minimum(np.floor(indices / video_fps * rate + 1e-6).astype(np.int64), steps - 1)
 
     def __len__(self) -> int:
-        return len(self.episodes) * self.config.repeat
+        return len(self._windows) * self.config.repeat
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch that ``window="random"`` draws depend on (call it before each epoch, as with a
+        ``DistributedSampler``; DataLoader workers pick it up when the loader is iterated anew)."""
+        self._windows.set_epoch(epoch)
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(episode, first frame) of sample ``index`` this epoch, the frame counted in the (resampled) episode:
+        the sample's source frames are ``self.episodes[episode].frame_indices[first : first + T]``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index: expected 0 <= index < {len(self)}, got {index}")
+        return self._windows.locate(index % len(self._windows), index)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index: expected 0 <= index < {len(self)}, got {index}")
-        return self._fetch(index % len(self.episodes), len(self.episodes), self._load)
+        items = len(self._windows)
+        return self._fetch(index % items, items, lambda item: self._load(item, index))
 
-    def _load(self, i: int) -> dict:
+    def _load(self, item: int, index: int) -> dict:
+        i, first = self._windows.locate(item, index)
         episode = self.episodes[i]
+        frames = slice(first, first + episode.num_frames)  # this sample's T frames
+        indices = episode.frame_indices[frames]  # (T,) source frames
         cfg = self.config
         as_float = cfg.video_dtype == "float32"
         kwargs = {"size": cfg.size, "max_pixels": None if cfg.size else cfg.max_pixels}
         video = torch.from_numpy(
-            read_video_frames(episode.videos["video"], episode.frame_indices, as_float=as_float, **kwargs)
+            read_video_frames(episode.videos["video"], indices, as_float=as_float, **kwargs)
         )
         control = torch.from_numpy(
-            read_video_frames(
-                episode.videos["control_video"], episode.frame_indices, as_float=as_float, **kwargs
-            )
+            read_video_frames(episode.videos["control_video"], indices, as_float=as_float, **kwargs)
         )
-        mask = read_video_frames(episode.videos["mask"], episode.frame_indices, **kwargs)  # (T, H, W, 3)
+        mask = read_video_frames(episode.videos["mask"], indices, **kwargs)  # (T, H, W, 3)
         if mask.shape[:3] != tuple(video.shape[:3]):
             raise RobotDataError(
                 episode.videos["mask"], "mask", f"size {mask.shape[1:3]} differs from the video's"
@@ -307,14 +351,14 @@ class VaceEEpisodeDataset(torch.utils.data.Dataset):
             "task": episode.task.task_id,
             "embodiment_type": episode.task.embodiment_type,
             "episode": str(episode.path),
-            "frame_indices": torch.from_numpy(episode.frame_indices.copy()),
+            "frame_indices": torch.from_numpy(indices.copy()),
             "hand_motion": None
             if episode.hand_motion is None
-            else torch.from_numpy(episode.hand_motion.copy()),
+            else torch.from_numpy(episode.hand_motion[frames].copy()),
             "object_trajectory": (
                 None
                 if episode.object_trajectory is None
-                else torch.from_numpy(episode.object_trajectory.copy())
+                else torch.from_numpy(episode.object_trajectory[frames].copy())
             ),
             "embodiment_image": image,
         }

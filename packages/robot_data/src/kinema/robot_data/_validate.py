@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ._action_video import REQUIRED_COLUMNS, ActionVideoDataset, read_metadata_csv
+from ._action_video import REQUIRED_COLUMNS, VIDEO_SUFFIXES, ActionVideoDataset, read_metadata_csv
 from ._detect import ACTION_VIDEO, POLICY, VACE_E, DetectedDataset
 from ._errors import RobotDataError, RobotDataWarning, SkippedItem
 from ._policy_io import check_policy_episode
@@ -185,9 +185,12 @@ def _validate_action_video(
     report.items += [_error(item) for item in ds.skipped]
     for clip in tqdm(ds.clips, desc="decoding clips", unit="clip"):
         try:
-            for path in clip.files.values():
-                if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"):
-                    probe_video(path, deep=True)
+            for key, path in clip.files.items():
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    try:
+                        probe_video(path, deep=True)
+                    except RobotDataError as error:
+                        raise RobotDataError(path, f"row {clip.row}: {key}", error.reason) from error
         except RobotDataError as error:
             report.items.append(_error(error))
             continue

@@ -7,7 +7,6 @@ selects, for output frame j, the source frame shown at time j / r. Arrays are (T
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import threading
@@ -23,6 +22,8 @@ from ._sizes import cover_size, resolve_size
 
 _EPS = 1e-6  # absorbs float error in t * fps so that frame boundaries land on the intended frame
 _DEFAULT_RESEEK_GAP = 64  # frames; used until a keyframe interval has been observed
+# seeks that may land after the needed frame before the reader falls back to a sequential decode
+_MAX_OVERSHOOTS = 2
 
 
 def _load_av():
@@ -221,12 +222,19 @@ def read_video_frames(
     """Decodes the requested frames of ``path`` -> (T, H, W, 3): uint8, or float32 in [-1, 1] with ``as_float``.
 
     Frames are chosen by ``indices`` (of the video resampled to ``fps`` when given) or ``timestamps`` (seconds),
-    all frames when neither is given; repeats and any order are allowed. The reader seeks to the keyframe at or
-    before the first needed frame and decodes forward, seeking again only across gaps longer than the keyframe
-    interval, so frames that are not needed are mostly never decoded (see :data:`decode_counter`).
+    all frames when neither is given; repeats and any order are allowed. Frame i is the first frame whose
+    timestamp times the frame rate rounds to i; where no frame does (variable frame rate), the frame shown then
+    (the one before). The reader seeks to the keyframe at or before the first needed frame and decodes forward,
+    seeking again only across gaps longer than the keyframe interval seen, so frames that are not needed are
+    mostly never decoded (see :data:`decode_counter`). Every call terminates: seeks and decoded frames are bounded
+    by the frames requested and the distance back to their keyframes, a seek that lands where the previous one
+    did decodes forward instead of seeking again, and a file whose seeks misbehave is decoded sequentially. The
+    frames equal those of a sequential decode. Display rotation metadata is not applied (frames as coded).
 
     ``size`` (H, W), each divisible by 16, resizes to cover and centre-crops; ``max_pixels`` instead scales down
-    to at most that many pixels with both sides floored to multiples of 16. Errors name the file.
+    to at most that many pixels with both sides floored to multiples of 16. Errors are :class:`RobotDataError`
+    naming the file, and for a frame the file cannot deliver (truncated, or a header that declares more frames
+    than there are), the frame.
     """
     path = require_exists(path, "video")
     with _open(path) as container:
@@ -263,58 +271,114 @@ def read_video_frames(
                 else:
                     out[position] = rgb
 
+        needed = sorted(positions)
         try:
-            _decode(path, container, stream, rate, sorted(positions), store)
+            done = _decode(path, container, stream, rate, needed, store, seek=True)
         except av.FFmpegError as error:
             raise RobotDataError(path, "video", f"decoding failed ({error})") from error
+    if not done:  # seeking is unreliable in this file: decode it from the start, without seeking
+        with _open(path) as container:
+            stream, rate, _ = _stream_facts(path, container)
+            stream.thread_type = "AUTO"
+            try:
+                _decode(path, container, stream, rate, needed, store, seek=False)
+            except av.FFmpegError as error:
+                raise RobotDataError(path, "video", f"decoding failed ({error})") from error
     return out
 
 
-def _decode(path: Path, container, stream, rate: Fraction, needed: list[int], store) -> None:
-    """Decodes forward from keyframes, calling ``store(index, frame)`` once for each needed index."""
+def _decode(path: Path, container, stream, rate: Fraction, needed: list[int], store, *, seek: bool) -> bool:
+    """Decodes forward from keyframes, calling ``store(index, frame)`` for each needed index (sorted, unique).
+
+    Returns False when seeking proved unreliable on this file (a seek landed on no frame, on a frame that is not
+    a keyframe, or after the needed frame more than :data:`_MAX_OVERSHOOTS` times); the caller then decodes the
+    file again from its start with ``seek=False``, which is a plain sequential decode.
+
+    Termination: every seek but a bounded retreat targets a needed index beyond the last decoded frame and beyond
+    the previous seek's target (whose keyframe is the one being decoded from), and a seek that makes no progress
+    (lands at or before the last decoded frame, e.g. on the keyframe of the previous seek) turns seeking off for
+    the rest of the call, so that the decoder only moves forward from then on. Seeks are therefore at most
+    len(needed) + _MAX_OVERSHOOTS, and the frames decoded at most twice the frames up to the last needed one
+    (a no-progress seek re-decodes once), three times with the sequential fallback. Reading a window decodes the
+    window plus the frames back to its preceding keyframe, with one seek.
+    """
     start = stream.start_time or 0
     time_base = stream.time_base
-    k = 0  # next needed index
-    keyframes: list[int] = []
-    last_index = -1
-    previous = None  # (index, frame): holds a frame when the stream skips an index (variable frame rate)
-    seek_to: int | None = needed[0] if needed[0] > 0 else None
+    k = 0  # next needed position in ``needed``
+    position = -1  # index of the last frame decoded (-1: none yet)
+    previous = None  # (index, frame): the last frame decoded since the last seek
+    gop = _KeyframeIntervals()
+    target: int | None = needed[0] if seek and needed[0] > 0 else None  # the frame to seek to
+    overshoots = retreat = 0
+    sought_for = -1  # the target of the last seek: never sought again (its keyframe is the one already used)
     decoded = seeks = 0
     try:
         while k < len(needed):
-            if seek_to is not None:
-                pts = start + round(seek_to / rate / time_base)
-                container.seek(pts, stream=stream, backward=True, any_frame=False)
+            sought = target is not None
+            if sought:
+                seek_index = max(0, target - retreat)
+                container.seek(
+                    start + round(seek_index / rate / time_base),
+                    stream=stream,
+                    backward=True,
+                    any_frame=False,
+                )
                 seeks += 1
-                previous = None
-            seek_to = None
-            counter = last_index
+                previous, before_seek, sought_for, target = None, position, target, None
+                gop.break_run()
             for frame in container.decode(stream):
                 decoded += 1
-                counter += 1
-                index = counter if frame.pts is None else round((frame.pts - start) * time_base * rate)
-                counter = index
-                if frame.key_frame and (not keyframes or index > keyframes[-1]):
-                    keyframes.append(index)
+                if frame.pts is None:
+                    if seeks:
+                        return False  # no timestamp after a seek: the index of this frame is unknown
+                    index = position + 1
+                else:
+                    index = round((frame.pts - start) * time_base * rate)
+                if sought:  # the first frame after a seek
+                    sought = False
+                    if not frame.key_frame:
+                        return False  # the decoder starts mid-GOP: its frames may be corrupt
+                    if index > needed[k]:
+                        # landed after the needed frame (a keyframe whose decode time precedes its display
+                        # time, or a coarse index): seek further back, a bounded number of times
+                        overshoots += 1
+                        if overshoots > _MAX_OVERSHOOTS:
+                            return False
+                        retreat = max(2 * retreat, gop.estimate(index), 1)
+                        target = needed[k]
+                        break
+                    if index <= before_seek:
+                        seek = False  # no progress (e.g. the keyframe of the previous seek): decode forward
+                    retreat = 0
+                gop.add(index, frame.key_frame)
                 while k < len(needed) and needed[k] < index:
-                    # the stream jumped past a needed index: the frame shown then is the previous one
-                    held = previous if previous is not None else (index, frame)
-                    store(needed[k], held[1])
+                    # no frame has the needed index: the one shown then is the previous frame (variable frame
+                    # rate), or the first frame of the file for indices before it
+                    store(needed[k], frame if previous is None else previous[1])
                     k += 1
                 if k < len(needed) and needed[k] == index:
                     store(index, frame)
                     k += 1
                 previous = (index, frame)
-                last_index = index
+                position = max(position, index)
                 if k == len(needed):
                     break
-                gap = needed[k] - index
-                interval = _keyframe_interval(keyframes)
-                if gap > (interval if interval is not None else _DEFAULT_RESEEK_GAP):
-                    seek_to = needed[k]
+                if seek and needed[k] > sought_for and needed[k] - index > gop.estimate(index):
+                    target = needed[k]  # a keyframe is expected between here and the needed frame
                     break
-            else:
-                break  # end of stream
+            else:  # end of stream
+                if previous is None:
+                    if seeks:
+                        return False  # a seek landed past the last packet
+                    break
+                last_index, last = previous
+                end = last_index + 1
+                if last.pts is not None and last.duration:
+                    end = max(end, round((last.pts + last.duration - start) * time_base * rate))
+                while k < len(needed) and needed[k] < end:  # still shown: the last frame lasts longer
+                    store(needed[k], last)
+                    k += 1
+                break
     finally:
         decode_counter._add(decoded, seeks)
     if k < len(needed):
@@ -322,14 +386,38 @@ def _decode(path: Path, container, stream, rate: Fraction, needed: list[int], st
             path,
             "video",
             f"truncated or unreadable: frame {needed[k]} requested, decoding stopped "
-            + (f"after frame {last_index}" if last_index >= 0 else "before any frame"),
+            + (f"after frame {position}" if position >= 0 else "before any frame"),
         )
+    return True
 
 
-def _keyframe_interval(keyframes: list[int]) -> int | None:
-    if len(keyframes) < 2:
-        return None
-    return min(b - a for a, b in itertools.pairwise(keyframes))
+class _KeyframeIntervals:
+    """What the decoder has seen of the keyframe spacing, from frames decoded without a seek in between.
+
+    ``estimate(index)`` is the gap beyond which a seek is expected to land on a later keyframe: the longest
+    interval seen (:data:`_DEFAULT_RESEEK_GAP` before two keyframes were seen in one run), and at least the
+    distance already decoded since the last keyframe (the current GOP is at least that long).
+    """
+
+    def __init__(self) -> None:
+        self.longest: int | None = None
+        self.last_key: int | None = None
+
+    def break_run(self) -> None:
+        self.last_key = None
+
+    def add(self, index: int, key: bool) -> None:
+        if not key:
+            return
+        if self.last_key is not None and index > self.last_key:
+            self.longest = max(self.longest or 0, index - self.last_key)
+        self.last_key = index
+
+    def estimate(self, index: int) -> int:
+        gap = _DEFAULT_RESEEK_GAP if self.longest is None else self.longest
+        if self.last_key is not None:
+            gap = max(gap, index - self.last_key + 1)
+        return gap
 
 
 _CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}

@@ -163,6 +163,289 @@ def cut_after_header(path: str | os.PathLike) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------------- video corpus
+
+
+@dataclass(frozen=True)
+class VideoCase:
+    """One file of the video fuzz corpus (:func:`write_video_case`): what real datasets contain.
+
+    ``gop``: keyframe interval (scene-cut keyframes off, so long GOPs stay long); ``b_frames``: libx264's B-frame
+    count (None: libx264's default, 3); ``vfr``: timestamps on a 1 ms clock with uneven steps (variable frame rate);
+    ``rotation``: display rotation in degrees (metadata only: frames stay as coded); ``audio``: an audio stream,
+    muxed *before* the video stream; ``damage``: ``"truncated"`` (cut in half), ``"lying_header"`` (a fast-start
+    mp4, or a Matroska file, cut at 60%: the header still declares every frame), ``"zero_byte"``, ``"text"``
+    (text in a file named like a video).
+    """
+
+    name: str
+    suffix: str = ".mp4"
+    codec: str = "libx264"
+    num_frames: int = 60
+    height: int = 32
+    width: int = 48
+    fps: int = 16
+    gop: int = 12
+    b_frames: int | None = None
+    pix_fmt: str = "yuv420p"
+    vfr: bool = False
+    rotation: int = 0
+    audio: str | None = None
+    damage: str | None = None
+
+
+VIDEO_CORPUS = (
+    VideoCase("x264_gop1", gop=1, b_frames=0),
+    VideoCase("x264_gop12_bframes", gop=12),
+    VideoCase("x264_gop12_mkv", ".mkv", gop=12, b_frames=0),
+    VideoCase("x264_gop250_bframes", num_frames=300, gop=250),
+    VideoCase("x264_gop250_mov", ".mov", num_frames=300, gop=250, b_frames=0),
+    VideoCase("x264_gop250_bframes_mkv", ".mkv", num_frames=300, gop=250),
+    VideoCase("x264_gop250_single_keyframe", num_frames=81, gop=250, height=64, width=96),
+    VideoCase("x264_vfr", num_frames=120, gop=250, vfr=True),
+    VideoCase("x264_vfr_mkv", ".mkv", num_frames=120, gop=40, vfr=True),
+    VideoCase("x264_odd_size_yuv444p", num_frames=90, height=35, width=51, gop=40, pix_fmt="yuv444p"),
+    VideoCase("x264_odd_size_even_dims", ".mkv", num_frames=50, height=38, width=54, gop=250),
+    VideoCase("x264_10bit", ".mkv", num_frames=90, gop=30, pix_fmt="yuv420p10le"),
+    VideoCase("x264_rotated", num_frames=60, gop=250, rotation=90),
+    VideoCase("x264_audio", num_frames=120, gop=250, b_frames=0, audio="aac"),
+    VideoCase("vp8", ".webm", codec="libvpx", num_frames=90, gop=30),
+    VideoCase("vp9_audio", ".webm", codec="libvpx-vp9", num_frames=120, gop=250, audio="libopus"),
+    VideoCase("truncated", num_frames=120, gop=250, damage="truncated"),
+    VideoCase("truncated_mkv", ".mkv", num_frames=120, gop=30, damage="truncated"),
+    VideoCase("lying_header", num_frames=120, gop=250, damage="lying_header"),
+    VideoCase("lying_header_mkv", ".mkv", num_frames=120, gop=250, damage="lying_header"),
+    VideoCase("zero_byte", damage="zero_byte"),
+    VideoCase("text", damage="text"),
+)
+"""The fuzz corpus of the video reader's tests. Frames are tiny (at most 64x96) and short (at most 300)."""
+
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+
+
+def video_case_frames(case: VideoCase) -> np.ndarray:
+    """(T, H, W, 3) uint8: frame i shows the code of i (:func:`frame_code_image`), cropped to odd sizes."""
+    height, width = -(-case.height // 4) * 4, -(-case.width // 4) * 4
+    codes = np.stack([frame_code_image(i, max(height, 16), max(width, 16)) for i in range(case.num_frames)])
+    return np.ascontiguousarray(codes[:, : case.height, : case.width])
+
+
+def write_video_case(folder: str | os.PathLike, case: VideoCase) -> Path:
+    """Writes ``case`` into ``folder`` as ``<name><suffix>`` with PyAV and returns the path.
+
+    Raises ``NotImplementedError`` when this PyAV build cannot write it (a missing encoder or pixel format);
+    tests skip such a case with that reason."""
+    from fractions import Fraction
+
+    import av
+
+    path = Path(folder) / f"{case.name}{case.suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if case.damage == "zero_byte":
+        path.write_bytes(b"")
+        return path
+    if case.damage == "text":
+        path.write_text("this is a text file named like a video\n" * 20)
+        return path
+    for codec in (case.codec, case.audio):
+        if codec is not None and codec not in av.codecs_available:
+            raise NotImplementedError(f"this PyAV build has no {codec} encoder")
+    options = {"movflags": "+faststart"} if case.damage == "lying_header" and case.suffix == ".mp4" else {}
+    try:
+        with av.open(str(path), "w", format=_MUXERS[case.suffix], options=options) as container:
+            audio = container.add_stream(case.audio, rate=48000) if case.audio else None
+            stream = container.add_stream(case.codec, rate=case.fps)
+            stream.width, stream.height, stream.pix_fmt = case.width, case.height, case.pix_fmt
+            stream.codec_context.gop_size = case.gop
+            if case.codec == "libx264":
+                params = "scenecut=0" + ("" if case.b_frames is None else f":bframes={case.b_frames}")
+                stream.options = {"crf": "20", "x264-params": params}
+            if case.rotation:
+                stream.set_display_rotation(case.rotation)
+            clock = Fraction(1, 1000)
+            if case.vfr:
+                stream.codec_context.time_base = clock
+            steps = np.random.default_rng(len(case.name)).choice([31, 62, 62, 125], case.num_frames)
+            pts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+            tone = _Tone(audio) if audio is not None else None
+            for i, image in enumerate(video_case_frames(case)):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                if case.vfr:
+                    frame.pts, frame.time_base = int(pts[i]), clock
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                if tone is not None:  # interleaved: the audio up to the end of this frame
+                    tone.write_until((i + 1) / case.fps)
+            for packet in stream.encode():
+                container.mux(packet)
+            if tone is not None:
+                tone.close()
+    except (av.FFmpegError, ValueError) as error:
+        path.unlink(missing_ok=True)
+        raise NotImplementedError(f"this PyAV build cannot write {case.name}: {error}") from error
+    if case.damage == "truncated":
+        truncate_file(path, 0.5)
+    elif case.damage == "lying_header":
+        truncate_file(path, 0.6)
+    return path
+
+
+class _Tone:
+    """A 440 Hz tone written into an audio stream in encoder-sized frames."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.written = stream, 0
+        context = stream.codec_context
+        self.rate, self.size = context.sample_rate, context.frame_size or 1024
+
+    def write_until(self, seconds: float) -> None:
+        import av
+
+        context = self.stream.codec_context
+        while self.written + self.size <= seconds * self.rate:
+            t = (self.written + np.arange(self.size)) / self.rate
+            tone = 0.2 * np.sin(2 * np.pi * 440 * t)
+            if context.format.name.startswith("s16"):
+                tone = np.round(tone * 32767).astype(np.int16)
+            else:
+                tone = tone.astype(np.float32)
+            planes = np.tile(tone, (context.layout.nb_channels, 1))
+            if not context.format.is_planar:
+                planes = planes.T.reshape(1, -1).copy()
+            frame = av.AudioFrame.from_ndarray(planes, format=context.format.name, layout=context.layout.name)
+            frame.sample_rate, frame.pts = self.rate, self.written
+            self.written += self.size
+            for packet in self.stream.encode(frame):
+                self.stream.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.stream.container.mux(packet)
+
+
+@dataclass
+class SequentialDecode:
+    """Every frame a plain front-to-back PyAV decode of a file yields: ``images`` (N, H, W, 3) uint8 (rgb24),
+    ``indices`` (N,) each frame's index (its timestamp times the frame rate, as the reader numbers frames),
+    ``end`` the index just past the last frame's display time, ``error`` what stopped the decode early (or
+    None), ``num_frames`` the count the header declares."""
+
+    images: np.ndarray
+    indices: np.ndarray
+    end: int
+    error: str | None
+    num_frames: int
+
+    def expected(self, wanted: Sequence[int]) -> np.ndarray | None:
+        """The frames a reader must return for source indices ``wanted`` (None: it must raise instead).
+
+        Frame j is the first frame whose index is j; without one, the last frame before j (the frame shown then);
+        before the first frame, the first frame; after the last frame, the last frame while it is still shown
+        (j < ``end``); past that, or past a decode error, nothing."""
+        out = []
+        for j in wanted:
+            if j >= self.end or (self.error is not None and j > self.indices[-1]) or not len(self.indices):
+                return None
+            exact = np.flatnonzero(self.indices == j)
+            if exact.size:
+                out.append(self.images[exact[0]])
+            else:
+                before = np.flatnonzero(self.indices < j)
+                out.append(self.images[before[-1] if before.size else 0])
+        return np.stack(out) if out else np.empty((0, *self.images.shape[1:]), np.uint8)
+
+
+def sequential_decode(path: str | os.PathLike) -> SequentialDecode:
+    """Decodes ``path`` front to back with PyAV alone (no seek): the reference the reader's frames must equal."""
+    import av
+
+    images, indices, error, end = [], [], None, 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        start, base = stream.start_time or 0, stream.time_base
+        num = stream.frames
+        if not num:
+            seconds = (
+                float(stream.duration * base)
+                if stream.duration is not None
+                else container.duration / av.time_base
+            )
+            num = round(seconds * float(rate))
+        try:
+            for frame in container.decode(stream):
+                index = round((frame.pts - start) * base * rate)
+                images.append(frame.to_ndarray(format="rgb24"))
+                indices.append(index)
+                end = max(index + 1, round((frame.pts + (frame.duration or 0) - start) * base * rate))
+        except av.FFmpegError as caught:
+            error = str(caught)
+    if not images:
+        return SequentialDecode(np.empty((0, 1, 1, 3), np.uint8), np.empty(0, np.int64), 0, error, num)
+    return SequentialDecode(np.stack(images), np.asarray(indices), end, error, int(num))
+
+
+def call_with_timeout(function, *args, timeout: float = 30.0, **kwargs):
+    """``function(*args, **kwargs)`` run in a forked child process: its result, or its exception re-raised here.
+
+    A call still running after ``timeout`` seconds is killed and ``TimeoutError`` raised, so a reader that hangs
+    fails its test instead of stalling the suite (a thread could not be stopped). Where ``fork`` is unavailable
+    the call runs in a daemon thread, which detects a hang but cannot end it."""
+    import multiprocessing
+    import pickle
+    import threading
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["value"] = function(*args, **kwargs)
+            except BaseException as error:
+                box["error"] = error
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"{getattr(function, '__name__', function)} did not return within {timeout} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            outcome = ("value", function(*args, **kwargs))
+        except BaseException as error:
+            outcome = ("error", error)
+        try:  # plain pickle: tensors travel as bytes, not as handles to this process's memory
+            data = pickle.dumps(outcome)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            data = pickle.dumps(("error", RuntimeError(repr(outcome[1]))))
+        send.send_bytes(data)
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise TimeoutError(f"{getattr(function, '__name__', function)} did not return within {timeout} s")
+        kind, value = pickle.loads(receive.recv_bytes())
+    except EOFError:
+        raise RuntimeError(f"{getattr(function, '__name__', function)}: the child process died") from None
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        receive.close()
+    if kind == "error":
+        raise value
+    return value
+
+
 # ---------------------------------------------------------------------------------------------------- action-video
 
 

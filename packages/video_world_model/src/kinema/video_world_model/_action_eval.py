@@ -44,7 +44,10 @@ class DatasetActions:
 
 
 def read_dataset_actions(dataset: str | os.PathLike) -> DatasetActions:
-    """Reads ``<dataset>/metadata.csv`` through robot_data's ActionVideoDataset (strict: a bad row raises)."""
+    """Reads ``<dataset>/metadata.csv`` through robot_data's ActionVideoDataset (strict: a bad row raises).
+
+    Every row is scored over the first row's number of action steps A: a row with more actions (a longer clip)
+    contributes its first A, which steer its first 4A + 1 frames; a row with fewer raises."""
     root = Path(dataset)
     metadata = root / "metadata.csv"
     if not metadata.is_file():
@@ -62,8 +65,9 @@ def read_dataset_actions(dataset: str | os.PathLike) -> DatasetActions:
     return DatasetActions(
         root=root,
         videos=[str(clip.files["video"].relative_to(root)) for clip in data.clips],
-        binary=np.stack([clip.binary for clip in data.clips]),
-        magnitude=np.stack([clip.magnitude for clip in data.clips]),
+        # a clip holds every action of its row; the metric takes the first A: (N, A, 8)
+        binary=np.stack([clip.binary[:steps] for clip in data.clips]),
+        magnitude=np.stack([clip.magnitude[:steps] for clip in data.clips]),
     )
 
 

@@ -1,7 +1,7 @@
 """``kinema-wm cache``: VAE latents and text embeddings of an action-video dataset, computed once.
 
-    <cache_dir>/index.json                 format, sizes, the magnitude scale, and per sample: shard, key, prompt,
-                                           row, raw actions
+    <cache_dir>/index.json                 format, sizes, the window mode, the magnitude scale, and per sample:
+                                           shard, key, prompt, row, first frame of its window, raw actions
     <cache_dir>/shard-00000.safetensors    "<key>.latents" (C, F, h, w), "<key>.prompt_embeds" (S, D)
 
 Written beside the training output (never inside the dataset directory); each shard and the index atomically, the
@@ -43,7 +43,8 @@ class CacheWriter:
         self._index = 0
 
     def add(self, sample: dict, latents: torch.Tensor, prompt_embeds: torch.Tensor) -> None:
-        """One dataset sample (prompt, row, raw actions) with its latents (C, F, h, w) and embeddings (S, D)."""
+        """One dataset sample (prompt, row, raw actions, and ``frame_indices`` (T,) when it has them) with its
+        latents (C, F, h, w) and embeddings (S, D)."""
         key = f"{len(self.rows):06d}"
         self._shard[f"{key}.latents"] = latents.cpu().contiguous()
         self._shard[f"{key}.prompt_embeds"] = prompt_embeds.cpu().contiguous()
@@ -56,6 +57,7 @@ class CacheWriter:
                 "action_binary": sample["action_binary"].tolist(),
                 "action_magnitude": sample["action_magnitude"].tolist(),
             }
+            | ({"frame_start": int(sample["frame_indices"][0])} if "frame_indices" in sample else {})
         )
         if len(self._shard) >= 2 * self.shard_size:
             self._flush()
@@ -81,9 +83,15 @@ class CacheWriter:
 def write_cache(
     config, cache_dir: str | os.PathLike, device: torch.device, dtype: torch.dtype, shard_size: int = 64
 ) -> Path:
-    """Encodes every clip of ``config``'s dataset (a TrainConfig) into ``cache_dir``; returns the index path."""
+    """Encodes ``config``'s dataset (a TrainConfig) into ``cache_dir``, one pass (``repeat`` applies at training
+    time): every window of every clip (``dataset_window`` "all", the default) or each clip's first window
+    ("first"); returns the index path. Random windows are refused: a cache holds fixed ones."""
+    if config.dataset_window == "random":
+        raise ValueError(
+            "--dataset_window: a cache holds fixed windows; use 'all' (every window, the default) or 'first'"
+        )
     writer = CacheWriter(cache_dir, config.dataset_base_path, shard_size)
-    dataset, scale = build_dataset(config)
+    dataset, scale = build_dataset(config, window="all")
     components = load_wan_components(
         config.model_dir, dtype, config.text_encoder_path, config.tokenizer_path, config.vae_path
     )
@@ -91,7 +99,7 @@ def write_cache(
     prompt_encoder = PromptEncoder(
         components["tokenizer"], components["text_encoder"].to(device), vae, components["scheduler"]
     )
-    for i in tqdm(range(len(dataset.clips)), desc="cache"):  # one pass (repeat applies at training time)
+    for i in tqdm(range(len(dataset) // dataset.config.repeat), desc="cache"):  # every clip or window, once
         sample = dataset[i]
         video = sample["video"].unsqueeze(0).to(device)
         video = video.float() / 127.5 - 1 if video.dtype == torch.uint8 else video.float()
@@ -100,6 +108,7 @@ def write_cache(
     return writer.close(
         model_dir=str(config.model_dir),
         num_frames=config.num_frames,
+        window=dataset.config.window,
         dtype=str(dtype).removeprefix("torch."),
         action_magnitude_scale=scale,
     )

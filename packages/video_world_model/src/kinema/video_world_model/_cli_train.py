@@ -18,6 +18,10 @@ TRAIN_EXAMPLES = """examples:
   accelerate launch --num_processes 2 -m kinema.video_world_model.cli train --config train.yaml
   kinema-wm train --config train.yaml --resume_from latest           # continue after a crash
   kinema-wm train --cache_dir runs/cache --model_dir ... --output_path runs/wm   # train on cached latents
+  kinema-wm train --config train.yaml --dataset_window first   # each clip's first --num_frames frames only
+
+Clips longer than --num_frames give a random window per sample (--dataset_window random, the default), drawn from
+--seed, the epoch and the sample, so a resumed run sees the same windows; `all` makes every window a sample.
 
 Every option can also be set in a YAML or JSON file given with --config; flags override the file.
 Output: <output_path>/{action_train_config.json, action_controller.safetensors, lora.safetensors,
@@ -27,6 +31,8 @@ checkpoints/step-XXXXXXXXX/} (checkpoints with --save_full_state).
 CACHE_EXAMPLES = """examples:
   kinema-wm cache --dataset_base_path data/drone --model_dir models/Wan2.2-TI2V-5B-Diffusers \\
       --height 480 --width 832 --num_frames 81 --cache_dir runs/cache
+
+Every --num_frames window of every clip is encoded (--dataset_window all, the default; `first`: one per clip).
 """
 
 

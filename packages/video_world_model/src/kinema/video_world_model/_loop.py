@@ -4,7 +4,8 @@ A subclass of :class:`Trainer` says what to train (:meth:`Trainer.build`: the da
 ``forward(batch, generator)`` returns the loss) and what to export (:meth:`Trainer.export`); the loop owns the
 optimizer, the schedule, gradient accumulation and clipping, NaN handling, checkpoints, resume and logging.
 
-Determinism that makes resume exact: the data order is a permutation drawn from (seed, epoch) and the noise and
+Determinism that makes resume exact: the data order is a permutation drawn from (seed, epoch), a dataset with
+``set_epoch`` (random windows of long clips) is told the epoch before each pass, and the noise and
 sigmas of optimizer step s, micro-batch m, process r come from a generator seeded with (seed, s, m, r). A run
 resumed from a checkpoint therefore computes the same losses as the uninterrupted run.
 """
@@ -86,6 +87,10 @@ class BatchStream:
         self._iterator = None
 
     def _start(self) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            # random windows are drawn from (seed, epoch, index): set before the workers copy the dataset, so a run
+            # resumed in this epoch draws the windows the uninterrupted run drew
+            self.dataset.set_epoch(self.epoch)
         order_sampler = EpochSampler(len(self.dataset), self.config.seed)
         order_sampler.set_epoch(self.epoch, self.position)
         remaining = list(order_sampler)

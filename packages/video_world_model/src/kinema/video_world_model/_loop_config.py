@@ -76,13 +76,20 @@ class LoopConfig:
         return asdict(self)
 
     def differences(self, other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """Keys (other than RESUMABLE_CHANGES) whose values differ from ``other``: {key: (theirs, ours)}."""
+        """Keys (other than RESUMABLE_CHANGES) whose values differ from ``other`` (a checkpoint's run):
+        {key: (theirs, ours)}. A key ``other`` lacks takes :meth:`value_before_field`'s value."""
         ours = self.to_dict()
+        theirs = {key: other[key] if key in other else self.value_before_field(key, other) for key in ours}
         return {
-            key: (other.get(key), ours[key])
+            key: (theirs[key], ours[key])
             for key in ours
-            if key not in RESUMABLE_CHANGES and other.get(key) != ours[key]
+            if key not in RESUMABLE_CHANGES and theirs[key] != ours[key]
         }
+
+    def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
+        """What a run saved before field ``key`` existed (``saved``: its options) did in its place; None unless a
+        subclass says otherwise for a field it added, so that a resume cannot change behaviour unnoticed."""
+        return None
 
 
 C = TypeVar("C", bound=LoopConfig)

@@ -7,7 +7,7 @@ optimization, checkpoint and logging options are :class:`LoopConfig`'s, shared w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,11 @@ from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES
 from ._loop_config import LoopConfig
 
 TRAINABLE_MODELS = ("action_controller", "lora")
+DATASET_WINDOWS = ("first", "random", "all")  # kinema.robot_data's ActionVideoConfig.window
+WINDOW_HELP = (
+    "which num_frames of a longer clip a sample takes: first, random (a start drawn per sample and epoch from "
+    "--seed, the same after a resume) or all (every window); default random for train, all for cache"
+)
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
     "q": "to_q",
     "k": "to_k",
@@ -47,6 +52,7 @@ class TrainConfig(LoopConfig):
     width: int | None = None
     num_frames: int = 81
     max_pixels: int | None = 1280 * 720
+    dataset_window: str | None = field(default=None, metadata={"help": WINDOW_HELP})
     # model
     model_dir: str | None = None
     model_id_with_origin_paths: str | None = None
@@ -106,10 +112,24 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"--lora_rank: expected >= 1, got {self.lora_rank}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
             raise ValueError(f"--num_frames: {self.num_frames} is not 4n+1")
+        if self.dataset_window is not None and self.dataset_window not in DATASET_WINDOWS:
+            raise ValueError(
+                f"--dataset_window: expected one of {DATASET_WINDOWS}, got {self.dataset_window!r}"
+            )
+        if self.dataset_window is not None and self.cache_dir is not None:
+            raise ValueError(
+                "--dataset_window: a cache holds the windows `kinema-wm cache` encoded; leave it unset with "
+                "--cache_dir"
+            )
         for name in ("height", "width"):
             value = getattr(self, name)
             if value is not None and value % 32:
                 raise ValueError(f"--{name}: {value} is not a multiple of 32 (16x VAE x 2x2 patches)")
+
+    def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
+        if key == "dataset_window" and saved.get("cache_dir") is None:
+            return "first"  # runs on clips took each clip's first num_frames frames before the field existed
+        return super().value_before_field(key, saved)
 
     @property
     def trainable(self) -> list[str]:

@@ -1,7 +1,8 @@
 """Training data: action-video clips (decoded per step) or a latent cache, in a resumable order.
 
-The order is a permutation of the dataset drawn from (seed, epoch), so a run resumed at (epoch, position) sees
-exactly the samples the uninterrupted run would have seen.
+The order is a permutation of the dataset drawn from (seed, epoch), and a clip's random window is drawn from
+(seed, epoch, index), so a run resumed at (epoch, position) sees exactly the samples the uninterrupted run would
+have seen.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ class CachedLatentDataset(Dataset):
         return {k: v for k, v in self.__dict__.items() if k != "_handles"} | {"_handles": {}}
 
 
-def build_dataset(config) -> tuple[Dataset, list[float]]:
-    """(dataset, action magnitude scale) for a TrainConfig: the cache when given, else the clips."""
+def build_dataset(config, window: str = "random") -> tuple[Dataset, list[float]]:
+    """(dataset, action magnitude scale) for a TrainConfig: the cache when given, else the clips, whose samples
+    are windows of ``config.dataset_window`` frames, or of ``window`` when that is unset ("random" for training:
+    a start per sample drawn from (``config.seed``, epoch, index); the loop's BatchStream sets the epoch)."""
     if config.cache_dir is not None:
         dataset = CachedLatentDataset(config.cache_dir, repeat=config.dataset_repeat)
         return dataset, dataset.action_magnitude_scale
@@ -104,6 +107,8 @@ def build_dataset(config) -> tuple[Dataset, list[float]]:
             width=config.width,
             max_pixels=None if config.height else config.max_pixels,
             data_file_keys=config.data_file_keys,
+            window=config.dataset_window or window,
+            seed=config.seed,
         )
     )
     if len(dataset) == 0:

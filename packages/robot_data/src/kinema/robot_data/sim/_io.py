@@ -33,7 +33,7 @@ def recording_files(out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
-    found = sorted(out_dir.glob(EPISODE_PATTERN))
+    found = sorted(out_dir.glob(EPISODE_PATTERN), key=lambda path: (episode_index(path), path.name))
     for name in (RECORDING_MANIFEST, PARTIAL_DIR):
         if (out_dir / name).exists():
             found.append(out_dir / name)

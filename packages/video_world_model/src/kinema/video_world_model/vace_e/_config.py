@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._loop_config import LoopConfig, load_config_file
-from .._train_config import lora_module_names
+from .._train_config import DATASET_WINDOWS, lora_module_names
 
 TRAINABLE = ("vace_e", "dit", "vace", "lora")
 STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "max_steps"}
@@ -50,6 +50,9 @@ class VaceEConfig(LoopConfig):
     max_object_trajectory_length: int = 512
     max_objects: int = 10
     fallback_to_video_only: bool = True
+    # which num_frames of a longer episode a training sample takes: "random" (a start per sample drawn from (seed,
+    # epoch, index): the same after a resume), "first" or "all" (every window); validation always takes "first"
+    dataset_window: str = "random"
     validation_base_path: str | None = None  # held-out episodes for validation (default: none)
     # model
     model_dir: str | None = None  # Wan2.1-VACE in the diffusers layout
@@ -94,9 +97,18 @@ class VaceEConfig(LoopConfig):
             raise ValueError(f"--num_epochs: expected >= 1, got {self.num_epochs}")
         if self.guidance_loss_weight < 0:
             raise ValueError(f"--guidance_loss_weight: expected >= 0, got {self.guidance_loss_weight}")
+        if self.dataset_window not in DATASET_WINDOWS:
+            raise ValueError(
+                f"--dataset_window: expected one of {DATASET_WINDOWS}, got {self.dataset_window!r}"
+            )
         self.stages()  # validates
         if self.debug:
             self.log_steps = 1
+
+    def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
+        if key == "dataset_window":
+            return "first"  # each episode's first num_frames frames, before the field existed
+        return super().value_before_field(key, saved)
 
     def trainable(self, spec: str | None = None) -> list[str]:
         names = [m.strip() for m in (spec or self.trainable_models).split(",") if m.strip()]

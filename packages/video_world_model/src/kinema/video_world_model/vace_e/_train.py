@@ -116,6 +116,8 @@ class VaceETrainingModule(nn.Module):
 
 
 def episode_dataset(config: VaceEConfig, base_path: str | None = None) -> VaceEEpisodeDataset:
+    """The training episodes (``config.dataset_window`` windows, ``dataset_repeat`` times), or with ``base_path``
+    the episodes of another folder (validation, generation) once each, from their first frame."""
     return VaceEEpisodeDataset(
         EpisodeConfig(
             base_path=base_path or config.dataset_base_path,
@@ -129,6 +131,8 @@ def episode_dataset(config: VaceEConfig, base_path: str | None = None) -> VaceEE
             max_objects=config.max_objects,
             fallback_to_video_only=config.fallback_to_video_only,
             repeat=config.dataset_repeat if base_path is None else 1,
+            window=config.dataset_window if base_path is None else "first",
+            seed=config.seed,
         )
     )
 
@@ -211,7 +215,8 @@ class VaceETrainer(Trainer):
             sample = dataset[0]
             shapes = {k: tuple(v.shape) for k, v in sample.items() if torch.is_tensor(v)}
             print(
-                f"vace-e debug: {len(dataset)} episodes; first sample {shapes}; prompt {sample['prompt']!r}"
+                f"vace-e debug: {len(dataset)} samples of {len(dataset.episodes)} episodes; first sample {shapes}; "
+                f"prompt {sample['prompt']!r}"
             )
         clip, processor = load_clip(config.clip_path, device)
         vace = components["transformer"].to(device).requires_grad_(False)
