@@ -178,3 +178,16 @@ def test_rendered_motion_follows_the_command(renderer_backend, action, magnitude
     )
     top, bottom = flow[8:24, 8:56].reshape(-1, 2).mean(0), flow[42:58, 8:56].reshape(-1, 2).mean(0)
     assert check(top, bottom), (action, top, bottom)
+
+
+def test_contrast_scales_the_field_tints_and_keeps_the_default_world():
+    from kinema.robot_data.drone import make_world
+
+    def world(contrast):
+        return make_world(np.random.default_rng([5, 2, 0]), grid=33, texture_size=128, contrast=contrast)
+
+    default = make_world(np.random.default_rng([5, 2, 0]), grid=33, texture_size=128)
+    np.testing.assert_array_equal(world(1.0).texture, default.texture)  # 1.0 is the world of before
+    np.testing.assert_array_equal(world(3.0).heights, default.heights)  # the same draws: relief unchanged
+    spread = [world(c).texture.astype(np.float32).std() for c in (0.0, 1.0, 3.0)]
+    assert spread[0] < spread[1] < spread[2]

@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 
 from kinema.video_world_model.testing import write_tiny_wan
@@ -14,3 +16,18 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def renderer_backend():
+    """The OpenGL backend drone flights render with; skips without the drone extra or a working backend."""
+    # not imported here: MuJoCo picks its OpenGL backend when first imported
+    if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("cv2") is None:
+        pytest.skip("mujoco and opencv-python-headless (the drone extra) are not installed")
+    from kinema.robot_data.drone import prepare_rendering
+    from kinema.robot_data.sim import RenderBackendError
+
+    try:
+        return prepare_rendering()
+    except (RenderBackendError, ImportError) as error:
+        pytest.skip(f"no OpenGL backend can render MuJoCo scenes here: {error}")

@@ -1,7 +1,6 @@
 """The drone commands of kinema-wm and the action-following metric on rendered flights."""
 
 import argparse
-import importlib.util
 import shutil
 
 import pytest
@@ -17,20 +16,6 @@ def cli(argv):
     _cli_drone.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.run(args)
-
-
-@pytest.fixture(scope="module")
-def renderer_backend():
-    # not imported here: MuJoCo picks its OpenGL backend when first imported
-    if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("cv2") is None:
-        pytest.skip("mujoco and opencv-python-headless (the drone extra) are not installed")
-    from kinema.robot_data.drone import prepare_rendering
-    from kinema.robot_data.sim import RenderBackendError
-
-    try:
-        return prepare_rendering()
-    except (RenderBackendError, ImportError) as error:
-        pytest.skip(f"no OpenGL backend can render MuJoCo scenes here: {error}")
 
 
 @pytest.fixture(scope="module")

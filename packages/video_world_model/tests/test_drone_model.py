@@ -158,3 +158,27 @@ def test_generation_keeps_the_first_frame_and_reads_the_actions(tiny_cache, tmp_
     without = sample(torch.zeros_like(binary), torch.zeros_like(binary))
     assert torch.equal(without[:, :, :1], first)
     assert (with_actions[:, :, 1:] - without[:, :, 1:]).abs().mean() > 1e-4  # the actions change the video
+
+
+def test_sample_prediction_trains_in_the_loop_and_generation_uses_it(tiny_cache, tmp_path):
+    config = _config(tiny_cache, tmp_path / "run", prediction_type="sample", flow_shift=3.0, max_steps=4,
+                     save_steps=4, learning_rate=3e-3)  # fmt: skip
+    result = DroneWorldModelTrainer(config, drone_transformer("tiny", seed=0)).run()
+    assert (
+        result.losses[4] < result.losses[1]
+    )  # an x0 loss on random clips falls from ~2 towards their variance
+    from diffusers import WanTransformer3DModel
+
+    controller, _ = load_controller(tmp_path / "run")
+    model = WanActionTransformer(
+        WanTransformer3DModel.from_pretrained(tmp_path / "run" / "transformer"), controller
+    )
+    first = torch.randn(1, 192, 1, 8, 8)
+    binary = torch.zeros(1, 2, 8)
+    out = generate_latents(model, first, binary, binary, 3, num_inference_steps=4, shift=3.0,
+                           prediction_type="sample", generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(out[:, :, :1], first) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="--prediction_type"):
+        _config(tiny_cache, tmp_path / "x", prediction_type="epsilon")
+    with pytest.raises(ValueError, match="--flow_shift"):
+        _config(tiny_cache, tmp_path / "x", flow_shift=-1.0)

@@ -92,3 +92,44 @@ def test_action_files(tmp_path):
         load_actions(path, 3)
     with pytest.raises(FileNotFoundError, match="no file"):
         load_actions(tmp_path / "missing.json", 2)
+
+
+def test_sample_prediction_targets_x0_and_converts_back_to_the_flow_by_hand():
+    from kinema.video_world_model._flow_matching import flow_from_prediction
+
+    objective = FlowMatchingObjective(shift=3.0, prediction="sample")
+    latents, noise = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
+    batch = objective.prepare(latents, noise, torch.tensor([0.25, 0.75]), tokens_per_frame=4)
+    assert torch.equal(batch.target, latents)
+    # a perfect x0 prediction is exactly the flow target noise - x0, on every noised frame
+    flow = flow_from_prediction(latents, batch.noisy, batch.timesteps, (1, 1, 1), "sample")
+    torch.testing.assert_close(flow[:, :, 1:], (noise - latents)[:, :, 1:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(flow[:, :, 0], torch.zeros_like(flow[:, :, 0]))  # the given first frame does not move
+    # by hand, one value: x_t = 0.5, x0 = 0.2, sigma = 0.6 -> (0.5 - 0.2) / 0.6
+    one = flow_from_prediction(torch.tensor([0.2]).view(1, 1, 1, 1, 1), torch.full((1, 1, 1, 1, 1), 0.5),
+                               torch.tensor([600.0]), (1, 1, 1), "sample")  # fmt: skip
+    assert one.item() == pytest.approx(0.5)
+    assert torch.equal(
+        flow_from_prediction(latents, batch.noisy, batch.timesteps, (1, 1, 1), "flow"), latents
+    )
+    # per-token timesteps over 2x2 patches: one sigma per patch
+    patched = flow_from_prediction(torch.zeros(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2),
+                                   torch.tensor([[0.0, 500.0]]), (1, 2, 2), "sample")  # fmt: skip
+    assert patched[0, 0, 0].abs().max() == 0 and torch.allclose(patched[0, 0, 1], torch.full((2, 2), 2.0))
+    with pytest.raises(ValueError, match="prediction"):
+        FlowMatchingObjective(prediction="epsilon")
+    with pytest.raises(ValueError, match="shift"):
+        FlowMatchingObjective(shift=0.0)
+
+
+def test_sample_prediction_flow_in_bf16_matches_fp32():
+    from kinema.video_world_model._flow_matching import flow_from_prediction
+
+    x0, noisy = torch.randn(1, 8, 3, 4, 4), torch.randn(1, 8, 3, 4, 4)
+    timesteps = torch.tensor([[0.0] * 16 + [700.0] * 32])
+    exact = flow_from_prediction(x0, noisy, timesteps, (1, 1, 1), "sample")
+    low = flow_from_prediction(x0.bfloat16(), noisy, timesteps, (1, 1, 1), "sample")
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(
+        low, exact, atol=0.03, rtol=0.02
+    )  # bf16 rounding of x0 only, scaled by 1/sigma

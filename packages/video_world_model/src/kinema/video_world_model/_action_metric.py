@@ -154,9 +154,10 @@ def match_generated(generated: Path, videos: list[str]) -> tuple[dict[int, Path]
 
 
 def scores_table(rows: dict[str, ActionScores]) -> str:
-    """A markdown table: one line per named set of scores."""
+    """A markdown table: one line per named set of scores. Balanced accuracy first: it is the headline (binary
+    accuracy has a high floor, since most commanded actions are off)."""
     lines = [
-        "| clips | binary accuracy | balanced accuracy | chance accuracy | exact steps | magnitude r | "
+        "| clips | balanced accuracy | binary accuracy | chance accuracy | exact steps | magnitude r | "
         "steps |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -165,7 +166,7 @@ def scores_table(rows: dict[str, ActionScores]) -> str:
     for name, s in rows.items():
         r = "n/a" if s.magnitude_r_all is None else f"{s.magnitude_r_all:.3f}"
         lines.append(
-            f"| {name} | {s.clips} | {s.accuracy:.3f} | {s.balanced_accuracy:.3f} | {s.chance_accuracy:.3f} | "
+            f"| {name} | {s.clips} | {s.balanced_accuracy:.3f} | {s.accuracy:.3f} | {s.chance_accuracy:.3f} | "
             f"{s.exact_step_accuracy:.3f} | {r} | {s.steps} |"
         )
     return "\n".join(lines)
@@ -210,6 +211,13 @@ def plot_confusion(scores: ActionScores, path: str | os.PathLike, title: str) ->
                         color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Writes a matplotlib figure as a PNG atomically (temporary name + rename) and closes it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")

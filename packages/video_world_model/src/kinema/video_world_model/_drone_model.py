@@ -1,7 +1,10 @@
 """A small Wan world model trained from scratch on drone flights, in :class:`PixelLatentSpace`.
 
-- :func:`drone_transformer`: a random diffusers ``WanTransformer3DModel`` (TI2V layout: per-token timesteps,
-  2x2 patches) with 192 input/output channels (the pixel latents of 4 frames, 4x4 space-to-depth);
+- :func:`drone_transformer`: a random diffusers ``WanTransformer3DModel`` (TI2V layout: per-token timesteps)
+  with 192 input/output channels (the pixel latents of 4 frames, 4x4 space-to-depth). Its patches are 1x1: a
+  token then carries 192 values, no more than the model's width. (With 2x2 patches a token carries 768 values
+  through a 128-384 wide model; measured on the drone data, such models copied the first frame as coarse blocks
+  and their flow-predicting samples stayed noisy.);
 - :func:`write_pixel_cache`: an action-video dataset -> the latent cache ``kinema-wm train --cache_dir`` reads
   (the same index and shard format as ``kinema-wm cache``), with pixel latents and a constant prompt embedding
   (every flight's prompt describes the same kind of scene; the first frame shows which);
@@ -26,6 +29,7 @@ from kinema.robot_data import ActionVideoConfig, ActionVideoDataset
 
 from ._cache import CacheWriter
 from ._first_frame import fuse_first_frame, token_timesteps
+from ._flow_matching import flow_from_prediction
 from ._pixel_latents import PixelLatentSpace
 from ._train_config import TrainConfig
 from ._trainer import WorldModelTrainer
@@ -35,9 +39,9 @@ TRANSFORMER_DIR = "transformer"
 PROMPT_TOKENS = 1
 
 DRONE_TRANSFORMERS: dict[str, dict[str, Any]] = {
-    # ~19M parameters: 1344 tokens per 64x64x81 clip (21 latent frames x 8 x 8)
+    # the GPU experiment: 5376 tokens per 64x64x81 clip (21 latent frames x 16 x 16)
     "small": {
-        "patch_size": (1, 2, 2),
+        "patch_size": (1, 1, 1),
         "num_attention_heads": 6,
         "attention_head_dim": 64,
         "in_channels": 192,
@@ -50,7 +54,22 @@ DRONE_TRANSFORMERS: dict[str, dict[str, Any]] = {
         "qk_norm": "rms_norm_across_heads",
         "rope_max_seq_len": 1024,
     },
-    # CPU smoke runs and tests
+    # the CPU experiment (kinema-wm demo): 192 tokens per 32x32x9 clip (3 latent frames x 8 x 8)
+    "cpu": {
+        "patch_size": (1, 1, 1),
+        "num_attention_heads": 3,
+        "attention_head_dim": 64,
+        "in_channels": 192,
+        "out_channels": 192,
+        "text_dim": 16,
+        "freq_dim": 64,
+        "ffn_dim": 512,
+        "num_layers": 4,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024,
+    },
+    # smoke runs and unit tests
     "tiny": {
         "patch_size": (1, 2, 2),
         "num_attention_heads": 2,
@@ -69,7 +88,7 @@ DRONE_TRANSFORMERS: dict[str, dict[str, Any]] = {
 
 
 def drone_transformer(size: str = "small", seed: int = 0) -> WanTransformer3DModel:
-    """A randomly initialized WanTransformer3DModel of preset ``size`` ("small" or "tiny")."""
+    """A randomly initialized WanTransformer3DModel of preset ``size`` (a key of :data:`DRONE_TRANSFORMERS`)."""
     if size not in DRONE_TRANSFORMERS:
         raise ValueError(f"size: expected one of {sorted(DRONE_TRANSFORMERS)}, got {size!r}")
     torch.manual_seed(seed)
@@ -172,11 +191,14 @@ def generate_latents(
     *,
     num_inference_steps: int = 30,
     shift: float = 5.0,
+    prediction_type: str = "flow",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """first_frame (B, C, 1, h, w) clean latents, actions (B, F-1, 8) raw -> latents (B, C, F, h, w), float32.
 
-    Euler steps of the rectified flow from pure noise, frame 0 replaced by ``first_frame`` before every step."""
+    Euler steps of the rectified flow from pure noise, frame 0 replaced by ``first_frame`` before every step.
+    ``shift`` and ``prediction_type`` must be those the model was trained with (``flow_shift``,
+    ``prediction_type`` of its training config)."""
     device, dtype = model.device, model.dtype
     batch, channels, _, h, w = first_frame.shape
     first = first_frame.to(device, torch.float32)
@@ -191,7 +213,8 @@ def generate_latents(
     scheduler.set_timesteps(num_inference_steps, device=device)
     for t in scheduler.timesteps:
         timestep = token_timesteps(t.expand(batch), num_latent_frames, tokens_per_frame).to(device)
-        prediction = model(latents.to(dtype), timestep, text, action_binary, action_magnitude).float()
-        latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
+        prediction = model(latents.to(dtype), timestep, text, action_binary, action_magnitude)
+        flow = flow_from_prediction(prediction, latents, timestep, patch, prediction_type)
+        latents = scheduler.step(flow, t, latents, return_dict=False)[0]
         latents = fuse_first_frame(latents, first)
     return latents

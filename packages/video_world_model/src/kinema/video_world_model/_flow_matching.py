@@ -6,6 +6,12 @@ Sigmas are the 1000 training sigmas of ``FlowMatchEulerDiscreteScheduler(shift=5
 pure noise). ``min_timestep_boundary`` / ``max_timestep_boundary`` select the index range [min * 1000,
 max * 1000) of that descending list, as in the reference training script (e.g. 0..0.417 trains only the
 high-noise part). Loss weighting comes from diffusers' ``compute_loss_weighting_for_sd3``.
+
+``prediction="sample"`` trains the network to output the clean latents x0 instead of the flow (the loss is then
+the MSE on x0); :func:`flow_from_prediction` turns such an output into the flow the Euler sampler steps with,
+v = (x_t - x0) / sigma. Wan itself predicts the flow (the default). A small model trained from scratch whose
+tokens carry more values than its width (the pixel-space drone model) cannot pass the noise of a flow target
+through that bottleneck: its samples stay noisy; with x0 as the target the sampler removes the noise exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from diffusers.training_utils import compute_loss_weighting_for_sd3
 from ._first_frame import fuse_first_frame, token_timesteps
 
 WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
+PREDICTIONS = ("flow", "sample")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class FlowMatchingObjective:
         min_timestep_boundary: float = 0.0,
         max_timestep_boundary: float = 1.0,
         weighting: str = "none",
+        prediction: str = "flow",
     ):
         if not 0.0 <= min_timestep_boundary < max_timestep_boundary <= 1.0:
             raise ValueError(
@@ -49,6 +57,10 @@ class FlowMatchingObjective:
             )
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction: expected one of {PREDICTIONS}, got {prediction!r}")
+        if shift <= 0:
+            raise ValueError(f"shift: expected > 0, got {shift}")
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
         scheduler.set_timesteps(num_train_timesteps)
         self.sigmas = scheduler.sigmas[:-1].float()  # (N,) descending, the final 0 dropped
@@ -56,6 +68,7 @@ class FlowMatchingObjective:
         self.low = int(min_timestep_boundary * num_train_timesteps)
         self.high = max(self.low + 1, int(max_timestep_boundary * num_train_timesteps))
         self.weighting = weighting
+        self.prediction = prediction
 
     def sample_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         index = torch.randint(self.low, self.high, (batch,), generator=generator)
@@ -68,7 +81,8 @@ class FlowMatchingObjective:
         sigmas: torch.Tensor,
         tokens_per_frame: int | None = None,
     ) -> FlowMatchingBatch:
-        """latents, noise (B, C, F, h, w), sigmas (B,) -> noisy input, target and timesteps.
+        """latents, noise (B, C, F, h, w), sigmas (B,) -> noisy input, target and timesteps. The target is the flow
+        noise - x0, or x0 itself with ``prediction="sample"``.
 
         With ``tokens_per_frame`` (TI2V): frame 0 stays the clean first-image latent, timesteps are per token
         (B, F*HW) with 0 for frame 0, and the loss skips frame 0. Without (Wan2.1 / VACE): every frame is noised and
@@ -76,7 +90,10 @@ class FlowMatchingObjective:
         """
         sigma = sigmas.to(latents.device, torch.float32).view(-1, 1, 1, 1, 1)
         noisy = ((1 - sigma) * latents.float() + sigma * noise.float()).to(latents.dtype)
-        target = (noise.float() - latents.float()).to(latents.dtype)
+        if self.prediction == "sample":
+            target = latents
+        else:
+            target = (noise.float() - latents.float()).to(latents.dtype)
         weights = compute_loss_weighting_for_sd3(self.weighting, sigmas.float()).to(latents.device)
         if tokens_per_frame is None:
             timesteps = (sigmas.float() * self.num_train_timesteps).to(latents.device)
@@ -97,3 +114,31 @@ class FlowMatchingObjective:
         error = (prediction.float()[:, :, start:] - batch.target.float()[:, :, start:]).pow(2)
         per_sample = error.mean(dim=(1, 2, 3, 4))  # (B,)
         return (per_sample * batch.weights.float()).mean()
+
+
+def flow_from_prediction(
+    prediction: torch.Tensor,
+    noisy: torch.Tensor,
+    timesteps: torch.Tensor,
+    patch_size: tuple[int, int, int],
+    kind: str,
+) -> torch.Tensor:
+    """The flow (B, C, F, H, W) float32 a network output stands for: itself for ``kind="flow"``, for ``"sample"``
+    (x_t - x0) / sigma with sigma = timestep / 1000 per token (timesteps (B,) or per token (B, F'*h'*w') over
+    ``patch_size`` patches). Tokens at sigma 0 (the given first frame) get a flow of 0."""
+    if kind == "flow":
+        return prediction.float()
+    if kind != "sample":
+        raise ValueError(f"prediction type: expected one of {PREDICTIONS}, got {kind!r}")
+    batch, _, frames, height, width = noisy.shape
+    p_t, p_h, p_w = patch_size
+    sigma = timesteps.float().to(noisy.device) / 1000
+    if sigma.ndim == 1:
+        sigma = sigma.view(batch, 1, 1, 1, 1)
+    else:  # per token -> per latent position
+        sigma = sigma.view(batch, frames // p_t, height // p_h, width // p_w)
+        sigma = (
+            sigma.repeat_interleave(p_t, 1).repeat_interleave(p_h, 2).repeat_interleave(p_w, 3).unsqueeze(1)
+        )
+    flow = (noisy.float() - prediction.float()) / sigma.clamp_min(1e-6)
+    return torch.where(sigma > 0, flow, torch.zeros_like(flow))

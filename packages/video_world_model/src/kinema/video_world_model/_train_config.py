@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES
+from ._flow_matching import PREDICTIONS
 from ._loop_config import LoopConfig
 
 TRAINABLE_MODELS = ("action_controller", "lora")
@@ -73,6 +74,14 @@ class TrainConfig(LoopConfig):
     max_timestep_boundary: float = 1.0
     min_timestep_boundary: float = 0.0
     loss_weighting: str = "none"
+    flow_shift: float = field(
+        default=5.0, metadata={"help": "shift of the training sigmas (Wan2.2-TI2V: 5.0)"}
+    )
+    prediction_type: str = field(
+        default="flow",
+        metadata={"help": "what the transformer predicts: flow (noise - x0, Wan's) or sample (x0; small models "
+                  "trained from scratch, see kinema-wm's README)"},
+    )  # fmt: skip
     # defaults of the reference script that differ from LoopConfig's
     output_path: str = "./models/train/Wan2.2-TI2V-5B_action_controller"
     wandb_project: str = "kinema-wm"
@@ -108,6 +117,12 @@ class TrainConfig(LoopConfig):
                 f"--lora_base_model: expected 'dit' (the transformer), got {self.lora_base_model!r}"
             )
         self.lora_modules()  # validates the target names
+        if self.prediction_type not in PREDICTIONS:
+            raise ValueError(
+                f"--prediction_type: expected one of {PREDICTIONS}, got {self.prediction_type!r}"
+            )
+        if not self.flow_shift > 0:
+            raise ValueError(f"--flow_shift: expected > 0, got {self.flow_shift}")
         if self.lora_rank < 1:
             raise ValueError(f"--lora_rank: expected >= 1, got {self.lora_rank}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:

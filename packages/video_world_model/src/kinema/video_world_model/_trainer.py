@@ -83,6 +83,8 @@ class WorldModelTrainer(Trainer):
                 components["tokenizer"], text_encoder, vae, components["scheduler"]
             )
         objective = FlowMatchingObjective(
+            shift=config.flow_shift,
+            prediction=config.prediction_type,
             min_timestep_boundary=config.min_timestep_boundary,
             max_timestep_boundary=config.max_timestep_boundary,
             weighting=config.loss_weighting,

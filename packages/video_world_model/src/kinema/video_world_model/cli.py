@@ -10,12 +10,21 @@ import sys
 
 from kinema.robot_data.sim import RenderBackendError
 
-from . import _cli_drone, _cli_generate, _cli_merge_lora, _cli_play, _cli_scan, _cli_train
+from . import _cli_demo, _cli_drone, _cli_generate, _cli_merge_lora, _cli_play, _cli_scan, _cli_train
 from ._trainer import TrainingDiverged
 from ._version import __version__
 from .vace_e import _cli as _cli_vace_e
 
-COMMANDS = [_cli_generate, _cli_train, _cli_merge_lora, _cli_scan, _cli_vace_e, _cli_play, _cli_drone]
+COMMANDS = [
+    _cli_generate,
+    _cli_train,
+    _cli_merge_lora,
+    _cli_scan,
+    _cli_vace_e,
+    _cli_play,
+    _cli_drone,
+    _cli_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

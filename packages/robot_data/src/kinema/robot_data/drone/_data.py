@@ -60,6 +60,7 @@ class DroneDataConfig:
     clips_per_world: int = 8
     texture_size: int = 1024
     grid: int = 257
+    contrast: float = 1.0  # field tint contrast of the worlds (see make_world); small renders need more
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -80,6 +81,8 @@ class DroneDataConfig:
         for name in ("clips", "workers", "clips_per_world"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}: expected >= 1, got {getattr(self, name)}")
+        if not self.contrast >= 0:
+            raise ValueError(f"--contrast: expected >= 0, got {self.contrast}")
         if self.texture_size < 16 or self.grid < 5:
             raise ValueError(
                 f"texture_size, grid: expected >= 16 and >= 5, got {self.texture_size}, {self.grid}"
@@ -136,6 +139,7 @@ def render_world(config: DroneDataConfig, staging: str, world_index: int) -> lis
         np.random.default_rng([config.seed, world_index, 0]),
         grid=config.grid,
         texture_size=config.texture_size,
+        contrast=config.contrast,
     )
     first = world_index * config.clips_per_world
     indices = range(first, min(first + config.clips_per_world, config.clips))

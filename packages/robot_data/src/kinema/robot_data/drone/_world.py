@@ -116,8 +116,13 @@ def make_world(
     grid: int = 257,
     texture_size: int = 1024,
     half_size: float = 200.0,
+    contrast: float = 1.0,
 ) -> World:
-    """A random world: relief of 8-25 m, a palette, fields of 8-20 m, dots of about 1 m."""
+    """A random world: relief of 8-25 m, a palette, fields of 8-20 m, dots of about 1 m.
+
+    ``contrast`` scales how far each field's tint departs from the palette colour (1.0: about +-15% brightness;
+    the same random draws at any value). Small renders need more: at 32x32 a field is a few pixels wide, and a
+    sideways move changes the image far less than a pitch move (which moves the horizon) unless fields differ."""
     palette = sorted(PALETTES)[int(rng.integers(len(PALETTES)))]
     relief = float(rng.uniform(8.0, 25.0))
     heights = fractal_noise(rng, grid, octaves=7, base_cells=2, persistence=0.45)
@@ -150,6 +155,7 @@ def make_world(
     labels = _cells(rng, s, cell)
     tints = rng.uniform(0.7, 1.3, size=(labels.max() + 1, 3)).astype(np.float32)
     tints = 0.5 * tints + 0.5 * tints.mean(axis=1, keepdims=True)  # mostly brightness, a little hue
+    tints = np.clip(1.0 + contrast * (tints - 1.0), 0.05, None)
     fields = fractal_noise(rng, s, octaves=4, base_cells=2) > -0.2  # fields cover most of the ground
     image = np.where(fields[..., None], image * tints[labels], image)
 
