@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 DEMO_EXAMPLES = """examples:
-  kinema-wm demo --out runs/demo/world_model                  # CPU, about 7 minutes on two cores
+  kinema-wm demo --out runs/demo/world_model                  # CPU, about 5.5 minutes on two cores
   kinema-wm demo --out runs/wm --steps 200 --variant add_residual
 Renders drone flights, fits the action estimator, trains a small Wan model with an action controller from scratch,
 generates held-out flights with their own, shuffled and zero actions and writes report.md (the balanced-accuracy
