@@ -30,6 +30,7 @@ from kinema.robot_data import (
 from kinema.robot_data._video import source_frame_indices
 from kinema.robot_data.testing import (
     VIDEO_CORPUS,
+    EncoderUnavailable,
     call_with_timeout,
     sequential_decode,
     write_video_case,
@@ -47,7 +48,7 @@ def corpus(tmp_path_factory) -> dict:
     for case in VIDEO_CORPUS:
         try:
             path = write_video_case(folder, case)
-        except NotImplementedError as reason:
+        except EncoderUnavailable as reason:
             built[case.name] = str(reason)
             continue
         try:

@@ -230,10 +230,14 @@ def video_case_frames(case: VideoCase) -> np.ndarray:
     return np.ascontiguousarray(codes[:, : case.height, : case.width])
 
 
+class EncoderUnavailable(RuntimeError):
+    """This PyAV build cannot write a corpus file (a missing encoder or pixel format): the tests skip it."""
+
+
 def write_video_case(folder: str | os.PathLike, case: VideoCase) -> Path:
     """Writes ``case`` into ``folder`` as ``<name><suffix>`` with PyAV and returns the path.
 
-    Raises ``NotImplementedError`` when this PyAV build cannot write it (a missing encoder or pixel format);
+    Raises :class:`EncoderUnavailable` when this PyAV build cannot write it (a missing encoder or pixel format);
     tests skip such a case with that reason."""
     from fractions import Fraction
 
@@ -249,7 +253,7 @@ def write_video_case(folder: str | os.PathLike, case: VideoCase) -> Path:
         return path
     for codec in (case.codec, case.audio):
         if codec is not None and codec not in av.codecs_available:
-            raise NotImplementedError(f"this PyAV build has no {codec} encoder")
+            raise EncoderUnavailable(f"this PyAV build has no {codec} encoder")
     options = {"movflags": "+faststart"} if case.damage == "lying_header" and case.suffix == ".mp4" else {}
     try:
         with av.open(str(path), "w", format=_MUXERS[case.suffix], options=options) as container:
@@ -282,7 +286,7 @@ def write_video_case(folder: str | os.PathLike, case: VideoCase) -> Path:
                 tone.close()
     except (av.FFmpegError, ValueError) as error:
         path.unlink(missing_ok=True)
-        raise NotImplementedError(f"this PyAV build cannot write {case.name}: {error}") from error
+        raise EncoderUnavailable(f"this PyAV build cannot write {case.name}: {error}") from error
     if case.damage == "truncated":
         truncate_file(path, 0.5)
     elif case.damage == "lying_header":
