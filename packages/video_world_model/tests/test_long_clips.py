@@ -94,6 +94,13 @@ def test_the_window_option_is_a_flag_checked_and_kept_by_resume(long_clips, tmp_
     cached = config(long_clips, cache_dir=str(tmp_path)).to_dict()
     del cached["dataset_window"]
     assert config(long_clips, cache_dir=str(tmp_path)).differences(cached) == {}
+    # a run saved before flow_shift and prediction_type existed trained with Wan's shift 5 and flow prediction
+    older = config(long_clips, dataset_window="first").to_dict()
+    del older["flow_shift"], older["prediction_type"]
+    assert config(long_clips, dataset_window="first").differences(older) == {}
+    assert config(long_clips, dataset_window="first", prediction_type="sample").differences(older) == {
+        "prediction_type": ("flow", "sample")
+    }
 
 
 @pytest.mark.parametrize(("window", "starts"), [(None, [0, 4, 8, 12, 16]), ("first", [0])])

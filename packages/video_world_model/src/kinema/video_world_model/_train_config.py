@@ -21,6 +21,8 @@ WINDOW_HELP = (
     "which num_frames of a longer clip a sample takes: first, random (a start drawn per sample and epoch from "
     "--seed, the same after a resume) or all (every window); default random for train, all for cache"
 )
+# options added later whose default is what every run did before they existed: a checkpoint without them resumes
+FIELDS_ADDED_WITH_VALUE = {"flow_shift": 5.0, "prediction_type": "flow"}
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
     "q": "to_q",
     "k": "to_k",
@@ -144,6 +146,8 @@ class TrainConfig(LoopConfig):
     def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
         if key == "dataset_window" and saved.get("cache_dir") is None:
             return "first"  # runs on clips took each clip's first num_frames frames before the field existed
+        if key in FIELDS_ADDED_WITH_VALUE:
+            return FIELDS_ADDED_WITH_VALUE[key]
         return super().value_before_field(key, saved)
 
     @property
