@@ -38,7 +38,7 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
 
 # --- the metric on rendered data --------------------------------------------------------------------------------
 def test_metric_scores_ground_truth_high_and_shuffled_near_chance(flights, tmp_path):
-    from kinema.video_world_model._action_eval import evaluate_actions, fit_estimator
+    from kinema.video_world_model._action_eval import evaluate_actions, feature_pool, fit_estimator
 
     out, _ = flights
     estimator = fit_estimator([out], tmp_path / "estimator", steps=600)
@@ -54,6 +54,12 @@ def test_metric_scores_ground_truth_high_and_shuffled_near_chance(flights, tmp_p
     assert shuffled.balanced_accuracy < 0.72
     for name in ("report.json", "report.md", "confusion_generated.png", "confusion_ground_truth.png"):
         assert (tmp_path / "report" / name).is_file()
+    # one shared pool of spawned workers for several calls gives the in-process scores
+    with feature_pool(2) as pool:
+        pooled = [evaluate_actions(generated, out, estimator, pool=pool) for _ in range(2)]
+    for again in pooled:
+        assert again["generated"].to_dict() == results["generated"].to_dict()
+        assert again["ground truth"].to_dict() == truth.to_dict()
     # the CLI: --estimator from fit-action-estimator, and a folder that matches no row
     assert cli(["eval-actions", "--generated", str(generated), "--dataset", str(out),
                 "--estimator", str(tmp_path / "estimator"), "--out", str(tmp_path / "cli")]) == 0  # fmt: skip

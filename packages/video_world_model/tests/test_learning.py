@@ -6,6 +6,7 @@ zeroed or ignored controller makes the own-action and shuffled-action clips iden
 asserted below would vanish (up to codec noise). A few minutes on two cores (the "ci" preset of the drone experiment)."""
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -71,3 +72,24 @@ def test_the_cli_knows_the_experiment_s_names():
     assert args.variant == "adaln_tmod" and args.steps == 5
     with pytest.raises(ValueError, match="--steps"):
         _cli_demo.run_demo(parser.parse_args(["demo", "--out", "x", "--steps", "0"]))
+
+
+def test_a_budgeted_series_resumes_and_its_last_call_scores_the_last_checkpoint(tmp_path):
+    """A call that must keep its reserve stops at a checkpoint and scores nothing; the next call resumes from that
+    checkpoint; with finish=True a variant short of its steps is scored at the steps it has, and says so."""
+    settings = preset("smoke", steps=8, chunk=4, warmup_ratio=0.0, min_lr_ratio=1.0)
+    work, out = tmp_path / "work", tmp_path / "out"
+    # a reserve as large as the budget: after its first chunk the variant must stop for it
+    first = DroneExperiment(settings, work, out, budget_seconds=1e6, reserve_seconds=1e6)
+    assert first.run(["add_residual"]) == {}
+    assert first.steps_done("add_residual") == 4 and not out.exists()
+    last = DroneExperiment(settings, work, out, budget_seconds=1e6, reserve_seconds=1e6, finish=True)
+    results = last.run(["add_residual"])
+    assert last.steps_done("add_residual") == 4  # no chunk fitted beside the reserve; nothing was retrained
+    assert set(summary_row(results, "add_residual")) == {"actions", "shuffled_actions", "zero_actions",
+                                                         "ground_truth"}  # fmt: skip
+    meta = json.loads((out / "results_add_residual.json").read_text())["meta"]
+    assert (meta["steps_trained"], meta["steps_target"]) == (4, 8)
+    # an unbounded call trains on from the checkpoint to the preset's steps
+    DroneExperiment(settings, work, out).run(["add_residual"])
+    assert json.loads((out / "results_add_residual.json").read_text())["meta"]["steps_trained"] == 8

@@ -3,10 +3,13 @@ and scoring generated clips (with the ground-truth and shuffled-action sanity ro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +90,31 @@ def _clip_features(path: str, num_steps: int, config: EstimatorConfig) -> np.nda
     return step_features(frames[:needed], config)
 
 
+@contextmanager
+def feature_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool of ``workers`` spawned processes for :func:`clip_features` (None for ``workers`` <= 1). Share one
+    across calls: a spawned worker imports torch and kinema before its first clip, which took 30 s per pool on a
+    busy 16-core machine, far longer than the flow of a few hundred small clips."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
 def clip_features(
-    paths: list[Path], num_steps: int, config: EstimatorConfig, workers: int = 1, desc: str = "flow"
+    paths: list[Path],
+    num_steps: int,
+    config: EstimatorConfig,
+    workers: int = 1,
+    desc: str = "flow",
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[np.ndarray]:
-    """(A, D) motion descriptors of each clip, in ``workers`` processes."""
-    if workers <= 1 or len(paths) < 2:
+    """(A, D) motion descriptors of each clip: in ``pool`` when given, else in ``workers`` new processes."""
+    if pool is None and (workers <= 1 or len(paths) < 2):
         return [_clip_features(str(p), num_steps, config) for p in tqdm(paths, desc=desc)]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_clip_features, str(p), num_steps, config) for p in paths]
+    with contextlib.nullcontext(pool) if pool is not None else feature_pool(workers) as executor:
+        futures = [executor.submit(_clip_features, str(p), num_steps, config) for p in paths]
         return [f.result() for f in tqdm(futures, desc=desc)]
 
 
@@ -137,10 +156,15 @@ def fit_estimator(
 
 
 def estimate_clips(
-    estimator: ActionEstimator, paths: list[Path], num_steps: int, workers: int = 1, desc: str = "estimate"
+    estimator: ActionEstimator,
+    paths: list[Path],
+    num_steps: int,
+    workers: int = 1,
+    desc: str = "estimate",
+    pool: ProcessPoolExecutor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(binary (N, A, 8), raw magnitude (N, A, 8)) estimated from each clip."""
-    features = clip_features(paths, num_steps, estimator.config, workers, desc)
+    features = clip_features(paths, num_steps, estimator.config, workers, desc, pool)
     estimates = [estimator.predict(x) for x in features]
     return np.stack([b for b, _ in estimates]), np.stack([m for _, m in estimates])
 
@@ -154,21 +178,28 @@ def evaluate_actions(
     workers: int = 1,
     seed: int = 0,
     sanity: bool = True,
+    pool: ProcessPoolExecutor | None = None,
 ) -> dict[str, ActionScores]:
     """Scores the generated clips against their rows' actions; with ``sanity``, also the dataset's own clips
     (should be near perfect) and the dataset's clips against shuffled actions (should be near chance). Writes
-    report.json, report.md and confusion PNGs into ``out`` when given."""
+    report.json, report.md and confusion PNGs into ``out`` when given. ``pool`` (:func:`feature_pool`) replaces
+    ``workers`` new processes per call."""
     rows = read_dataset_actions(dataset)
     matched, unmatched = match_generated(Path(generated), rows.videos)
     order = sorted(matched)
     true_b, true_m = rows.binary[order], rows.magnitude[order]
     est_b, est_m = estimate_clips(
-        estimator, [matched[i] for i in order], rows.num_steps, workers, "generated"
+        estimator, [matched[i] for i in order], rows.num_steps, workers, "generated", pool
     )
     results = {"generated": score_actions(true_b, true_m, est_b, est_m)}
     if sanity:
         gt_b, gt_m = estimate_clips(
-            estimator, [rows.root / rows.videos[i] for i in order], rows.num_steps, workers, "ground truth"
+            estimator,
+            [rows.root / rows.videos[i] for i in order],
+            rows.num_steps,
+            workers,
+            "ground truth",
+            pool,
         )
         results["ground truth"] = score_actions(true_b, true_m, gt_b, gt_m)
         if len(order) >= 2:

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 DEMO_EXAMPLES = """examples:
@@ -63,11 +62,15 @@ def register(commands) -> None:
     experiment.add_argument("--work", type=Path, default=Path(".bench/drone"), help="resumable state")
     experiment.add_argument("--out", type=Path, help="where the result files of each variant go")
     experiment.add_argument("--steps", type=int, help="training steps per variant (default: the preset's)")
+    experiment.add_argument("--chunk", type=int, help="steps per checkpoint (default: the preset's)")
     experiment.add_argument("--budget_minutes", type=float, default=math.inf, help="stop cleanly before this")
     experiment.add_argument("--prepare-only", dest="prepare_only", action="store_true",
                             help="render the data and fit the estimator, then stop (before parallel variant runs)")  # fmt: skip
     experiment.add_argument("--reserve_seconds", type=float, default=0.0,
                             help="stop training early to keep this for generation and evaluation")  # fmt: skip
+    experiment.add_argument("--finish", action="store_true",
+                            help="score a variant at its last checkpoint when the budget stops its training "
+                            "early (the last call of a budgeted series; results record the steps trained)")  # fmt: skip
     experiment.set_defaults(run=run_experiment)
 
 
@@ -80,18 +83,8 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = preset("cpu", steps=args.steps)
     work = args.work or args.out / "work"
     experiment = DroneExperiment(settings, work, args.out)
-    seconds: dict[str, float] = {}
-    began = time.monotonic()
-    experiment.data()
-    seconds["data"] = time.monotonic() - began
-    experiment.estimator()
-    seconds["estimator"] = time.monotonic() - began - sum(seconds.values())
-    experiment.train(args.variant)
-    seconds["training"] = time.monotonic() - began - sum(seconds.values())
-    experiment.generate(args.variant)
-    results = experiment.evaluate(args.variant)
-    seconds["generation and evaluation"] = time.monotonic() - began - sum(seconds.values())
-    seconds["total"] = time.monotonic() - began
+    results = experiment.run([args.variant])
+    seconds = experiment.seconds | {"total": sum(experiment.seconds.values())}
     report = demo_report(results, args.variant, experiment.metadata(args.variant), seconds)
     (args.out / "report.md").write_text(report)
     if not args.keep_work and args.work is None:
@@ -106,13 +99,14 @@ def run_experiment(args: argparse.Namespace) -> int:
     from ._drone_experiment import DroneExperiment, OutOfTime, preset
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    settings = preset(args.preset, steps=args.steps)
+    settings = preset(args.preset, steps=args.steps, chunk=args.chunk)
     experiment = DroneExperiment(
         settings,
         args.work,
         args.out,
         budget_seconds=args.budget_minutes * 60,
         reserve_seconds=args.reserve_seconds,
+        finish=args.finish,
     )
     try:
         if args.prepare_only:

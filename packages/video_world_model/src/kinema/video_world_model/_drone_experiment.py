@@ -25,6 +25,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from kinema.robot_data import read_video_frames, write_video
 from kinema.robot_data.drone import DroneDataConfig, make_drone_dataset
 
 from ._action_estimator import ActionEstimator
-from ._action_eval import evaluate_actions, fit_estimator, read_dataset_actions
+from ._action_eval import evaluate_actions, feature_pool, fit_estimator, read_dataset_actions
 from ._action_metric import ActionScores, derangement
 from ._checkpoint import complete_checkpoints
 from ._drone_model import (
@@ -64,7 +65,7 @@ CONDITIONS = ("actions", "zero_actions", "shuffled_actions")
 class ExperimentSettings:
     """Data, model, training and sampling sizes of one scale of the experiment (see :data:`PRESETS`)."""
 
-    train_clips: int = 2000
+    train_clips: int = 1000
     test_clips: int = 128
     size: int = 64
     frames: int = 81
@@ -76,8 +77,8 @@ class ExperimentSettings:
     learning_rate: float = 1e-3
     warmup_ratio: float = 0.0
     min_lr_ratio: float = 1.0  # 1.0: constant after warm-up, so that chunks of any length make the same run
-    steps: int = 3000
-    chunk: int = 500
+    steps: int = 400
+    chunk: int = 200  # steps per checkpoint: what a call cut short by its budget keeps
     prediction_type: str = "sample"
     flow_shift: float = 3.0
     estimator_steps: int = 4000
@@ -153,7 +154,9 @@ class DroneExperiment:
     """``DroneExperiment(settings, work).run(variants)`` -> {row name: ActionScores}; state lives in ``work``.
 
     ``out`` receives the few files worth keeping per variant (results JSON and markdown, confusion plot,
-    per-action bar plot, video grid); ``budget_seconds`` bounds one invocation."""
+    per-action bar plot, video grid); ``budget_seconds`` bounds one invocation. ``finish``: a variant whose
+    training stopped early for ``reserve_seconds`` is generated and scored at its last checkpoint anyway (its
+    results record the steps trained); otherwise only variants trained to ``steps`` are."""
 
     def __init__(
         self,
@@ -163,15 +166,19 @@ class DroneExperiment:
         *,
         budget_seconds: float = math.inf,
         reserve_seconds: float = 0.0,
+        finish: bool = False,
         device: str | None = None,
         log=print,
     ):
         self.s, self.work = settings, Path(work)
+        self.finish = finish
         self.out = Path(out) if out is not None else None
         self.budget, self.reserve = budget_seconds, reserve_seconds
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.start = time.monotonic()
         self._log = log
+        self.seconds_per_step: float | None = None  # measured by the first chunk trained in this invocation
+        self.seconds: dict[str, float] = {}  # per stage, summed over the variants of this invocation
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
     def left(self) -> float:
@@ -209,17 +216,31 @@ class DroneExperiment:
         return self.work / "generated" / variant / condition
 
     def run(self, variants: list[str]) -> dict[str, ActionScores]:
+        """Every stage that is missing, in order; :attr:`seconds` holds the time each stage took."""
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown or not variants:
             raise ValueError(f"variants: expected some of {list(VARIANTS)}, got {variants}")
-        self.data()
-        self.estimator()
+        with self.timed("data"):
+            self.data()
+        with self.timed("estimator"):
+            self.estimator()
         results: dict[str, ActionScores] = {}
         for variant in variants:
-            if self.train(variant):
-                self.generate(variant)
-                results.update(self.evaluate(variant))
+            with self.timed("training"):
+                trained = self.train(variant)
+            if trained or (self.finish and self.steps_done(variant) > 0):
+                with self.timed("generation and evaluation"):
+                    self.generate(variant)
+                    results.update(self.evaluate(variant))
         return results
+
+    @contextmanager
+    def timed(self, stage: str):
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - began
 
     # --- data -------------------------------------------------------------------------------------------------
     def data(self) -> None:
@@ -291,11 +312,10 @@ class DroneExperiment:
         done = self.steps_done(variant)
         if done == 0:
             shutil.rmtree(self.run_dir(variant), ignore_errors=True)  # an attempt that saved no checkpoint
-        seconds_per_step = None
         while done < s.steps:
             chunk = min(s.chunk, s.steps - done)
-            estimate = 30.0 if seconds_per_step is None else 10 + chunk * seconds_per_step
-            if done > 0 and self.reserve and self.left() < estimate + self.reserve:
+            estimate = 30.0 if self.seconds_per_step is None else 10 + chunk * self.seconds_per_step
+            if (done > 0 or self.seconds_per_step) and self.reserve and self.left() < estimate + self.reserve:
                 self.log(
                     f"{variant}: stopping at step {done}/{s.steps} to keep {self.reserve:.0f} s for evaluation"
                 )
@@ -304,10 +324,10 @@ class DroneExperiment:
             began = time.monotonic()
             config = self.train_config(variant, done + chunk, resume=done > 0)
             result = DroneWorldModelTrainer(config, drone_transformer(s.model, seed=0)).run()
-            seconds_per_step = (time.monotonic() - began) / chunk
+            self.seconds_per_step = (time.monotonic() - began) / chunk
             done = result.step
             loss = result.losses.get(done, float("nan"))
-            self.log(f"{variant}: step {done}/{s.steps}, loss {loss:.4f}, {seconds_per_step:.3f} s/step")
+            self.log(f"{variant}: step {done}/{s.steps}, loss {loss:.4f}, {self.seconds_per_step:.3f} s/step")
         return True
 
     # --- generation -------------------------------------------------------------------------------------------
@@ -320,13 +340,13 @@ class DroneExperiment:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         return WanActionTransformer(transformer, controller).to(self.device, dtype).eval()
 
-    def test_videos(self) -> tuple[Any, torch.Tensor]:
-        """(rows of the held-out dataset, their videos (N, 3, T, H, W) uint8)."""
+    def test_first_frames(self) -> tuple[Any, torch.Tensor]:
+        """(rows of the held-out dataset, their first frames (N, 3, 1, H, W) uint8): what generation starts from."""
         rows = read_dataset_actions(self.test_dir)
-        videos = torch.stack(
-            [torch.from_numpy(read_video_frames(self.test_dir / v)).permute(3, 0, 1, 2) for v in rows.videos]
-        )
-        return rows, videos
+        frames = [
+            torch.from_numpy(read_video_frames(self.test_dir / v, [0])) for v in rows.videos
+        ]  # (1, H, W, 3)
+        return rows, torch.stack(frames).permute(0, 4, 1, 2, 3)
 
     def generate(self, variant: str) -> None:
         steps = self.steps_done(variant)
@@ -337,8 +357,8 @@ class DroneExperiment:
         s = self.s
         began = time.monotonic()
         space = PixelLatentSpace.load(self.cache_dir)
-        rows, videos = self.test_videos()
-        first = space.encode(videos[:, :, :1])  # (N, C, 1, h, w)
+        rows, first_frames = self.test_first_frames()
+        first = space.encode(first_frames)  # (N, C, 1, h, w)
         binary, magnitude = torch.from_numpy(rows.binary), torch.from_numpy(rows.magnitude)
         perm = torch.from_numpy(derangement(len(rows.videos), seed=0))
         actions = {
@@ -379,14 +399,15 @@ class DroneExperiment:
         self.need(20, f"evaluating {variant}")
         estimator = ActionEstimator.load(self.estimator_dir)
         results: dict[str, ActionScores] = {}
-        for condition in CONDITIONS:
-            report_dir = self.work / "eval" / variant / condition
-            scores = evaluate_actions(self.gen_dir(variant, condition), self.test_dir, estimator, report_dir,
-                                      workers=self.s.data_workers, sanity=condition == "actions")  # fmt: skip
-            results[f"{variant}, {condition}"] = scores["generated"]
-            if condition == "actions":
-                results["ground truth"] = scores["ground truth"]
-                results["ground truth, shuffled actions"] = scores["ground truth, shuffled actions"]
+        with feature_pool(self.s.data_workers) as pool:  # one pool for the four sets of clips
+            for condition in CONDITIONS:
+                report_dir = self.work / "eval" / variant / condition
+                scores = evaluate_actions(self.gen_dir(variant, condition), self.test_dir, estimator, report_dir,
+                                          sanity=condition == "actions", pool=pool)  # fmt: skip
+                results[f"{variant}, {condition}"] = scores["generated"]
+                if condition == "actions":
+                    results["ground truth"] = scores["ground truth"]
+                    results["ground truth, shuffled actions"] = scores["ground truth, shuffled actions"]
         if self.out is not None:
             self.publish(variant, results)
         return results
