@@ -1,8 +1,10 @@
 import importlib.util
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from kinema.video_world_model.testing import write_tiny_wan
+from kinema.video_world_model.testing import write_tiny_controller, write_tiny_wan
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +33,16 @@ def renderer_backend():
         return prepare_rendering()
     except (RenderBackendError, ImportError) as error:
         pytest.skip(f"no OpenGL backend can render MuJoCo scenes here: {error}")
+
+
+@pytest.fixture
+def image():
+    """A 64x64 random RGB first frame."""
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def controller_dir(tmp_path):
+    """A tiny cross_attn_frame controller directory (action_train_config.json + safetensors)."""
+    return write_tiny_controller(tmp_path / "ctrl", "cross_attn_frame")

@@ -108,7 +108,7 @@ def _config(cache, output, **overrides):
         "model_dir": str(cache), "cache_dir": str(cache), "num_frames": 9, "batch_size": 2, "max_steps": 2,
         "learning_rate": 1e-3, "lr_warmup_ratio": 0.0, "use_gradient_checkpointing": False,
         "dataset_num_workers": 0, "output_path": str(output), "save_steps": 2, "save_full_state": True,
-        "mixed_precision": "no",
+        "mixed_precision": "no", "loss_weighting": "none", "sigma_schedule": "inference",  # the experiment's
     } | overrides))  # fmt: skip
 
 

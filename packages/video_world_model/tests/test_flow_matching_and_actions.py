@@ -14,16 +14,41 @@ from kinema.video_world_model import (
 )
 
 
-def test_sigmas_come_from_the_diffusers_scheduler_with_shift_5():
+def test_training_sigmas_are_diffsynths_and_the_old_schedule_stays_available():
     objective = FlowMatchingObjective(shift=5.0)
+    # DiffSynth-Studio's Wan training sigmas: shift(linspace(1, 0, 1001)[:-1]), the shift applied once
+    plain = torch.linspace(1, 0, 1001, dtype=torch.float64)[:-1]
+    assert torch.allclose(objective.sigmas.double(), 5 * plain / (1 + 4 * plain), atol=1e-6)
+    assert objective.sigmas[-1].item() == pytest.approx(0.005 / 1.004, rel=1e-4)
+    # "inference": the scheduler after set_timesteps(1000), shifted twice at the low end (kinema <= 0.4)
+    old = FlowMatchingObjective(shift=5.0, sigma_schedule="inference")
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0)
     scheduler.set_timesteps(1000)
-    assert torch.equal(objective.sigmas, scheduler.sigmas[:-1].float())
-    unshifted = objective.sigmas.double() / (
-        5 - 4 * objective.sigmas.double()
-    )  # invert sigma' = 5s / (1 + 4s)
-    steps = unshifted.diff()
-    assert torch.allclose(steps, steps.mean().expand_as(steps), atol=1e-6)  # evenly spaced before the shift
+    assert torch.equal(old.sigmas, scheduler.sigmas[:-1].float())
+    assert old.sigmas[-1].item() == pytest.approx(0.0244, abs=1e-4)
+    with pytest.raises(ValueError, match="sigma_schedule"):
+        FlowMatchingObjective(sigma_schedule="linear")
+
+
+def test_diffsynth_loss_weight_is_the_bell_over_timesteps_with_mean_one():
+    objective = FlowMatchingObjective(shift=5.0, weighting="diffsynth")
+    table = objective.loss_weights(objective.sigmas)
+    assert table.mean().item() == pytest.approx(1.0, rel=1e-5) and table.min().item() == pytest.approx(
+        0, abs=1e-6
+    )
+    # hand-computed at sigma 0.5 (t = 500, the bell's top) and 1.0 (t = 1000)
+    t = objective.sigmas.double() * 1000
+    bell = torch.exp(-2 * ((t - 500) / 1000) ** 2)
+    scale = 1000 / (bell - bell.min()).sum()
+    top = ((1 - bell.min()) * scale).item()
+    edge = ((np.exp(-0.5) - bell.min()) * scale).item()  # t = 1000 is the minimum: weight 0
+    assert objective.loss_weights(torch.tensor([0.5, 1.0])).tolist() == pytest.approx([top, edge], rel=1e-5)
+    # the loss of a batch is weighted per sample
+    latents, noise = torch.zeros(2, 1, 2, 1, 1), torch.ones(2, 1, 2, 1, 1)
+    batch = objective.prepare(latents, noise, torch.tensor([0.5, 1.0]), tokens_per_frame=1)
+    prediction = torch.full((2, 1, 2, 1, 1), 3.0)  # error 2 everywhere -> MSE 4 per sample
+    assert objective.loss(prediction, batch).item() == pytest.approx(4 * (top + edge) / 2, rel=1e-5)
+    assert FlowMatchingObjective(weighting="none").loss_weights(torch.tensor([0.5])).tolist() == [1.0]
 
 
 def test_boundaries_select_part_of_the_descending_schedule():

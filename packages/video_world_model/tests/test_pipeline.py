@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from kinema.robot_data import probe_video, read_video_frames
 from kinema.video_world_model import (
@@ -17,17 +16,6 @@ from kinema.video_world_model.cli import main
 from kinema.video_world_model.testing import write_tiny_controller, write_tiny_wan
 
 SIZE = {"height": 64, "width": 64}
-
-
-@pytest.fixture
-def image():
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-
-
-@pytest.fixture
-def controller_dir(tmp_path):
-    return write_tiny_controller(tmp_path / "ctrl", "cross_attn_frame")
 
 
 def test_first_frame_latent_is_exactly_clean_at_every_step(tiny_wan_dir, controller_dir, image):

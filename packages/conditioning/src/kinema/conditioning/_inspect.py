@@ -10,10 +10,15 @@ the model ignores its condition. Recognized parameter names (kinema's and the re
     <prefix>.action_to_residual.weight        residual
     <prefix>.o_proj.weight (+ v_proj)         cross_attn   norm of the value path o_proj @ v_proj
     <prefix>.output_scale                     the group's learnable scale(s), one per layer
+
+A WanActionController (kinema.video_world_model) holds every head but uses one: its file's safetensors metadata
+names it (``injection_type``) and the layers it injects at (``inject_layers``). The other heads keep their random
+init and would read as active, so with that metadata only the used injector and its layers' scales are reported.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +37,12 @@ _SUFFIXES = {
     "o_proj.weight": "cross_attn",
 }
 INACTIVE_BELOW = 1e-6
+# the WanActionController's injection_type metadata -> the kind of the one head it uses
+INJECTION_TYPE_KINDS = {
+    "cross_attn_frame": "cross_attn",
+    "adaln_tmod": "adaln_tmod",
+    "add_residual": "residual",
+}
 
 
 @dataclass
@@ -43,6 +54,9 @@ class InjectorReport:
     num_parameters: int
     norms: dict[str, float]
     output_scales: list[float] = field(default_factory=list)
+    # the layer of each output scale, when the metadata names the injection type
+    layers: list[int] = field(default_factory=list)
+    injection_type: str | None = None  # from the file's metadata, when it names one
 
     @property
     def contribution(self) -> float:
@@ -103,6 +117,7 @@ def inspect_checkpoint(path: str | Path) -> list[InjectorReport]:
     reports = []
     with handle as f:
         keys = set(f.keys())
+        injection_type, layers = _scheme(path, f.metadata() or {})
 
         def get(key: str) -> torch.Tensor | None:
             return f.get_tensor(key) if key in keys else None
@@ -119,10 +134,55 @@ def inspect_checkpoint(path: str | Path) -> list[InjectorReport]:
             params = sum(t.numel() for t in (weight, bias, value) if t is not None)
             scale = get(sibling("output_scale"))
             scales = [] if scale is None else [float(s) for s in scale.float().flatten()]
+            scale_layers: list[int] = []
+            if injection_type is not None:
+                if kind != INJECTION_TYPE_KINDS[injection_type]:
+                    continue  # a head this injection type never calls
+                scales, scale_layers = _injected_scales(path, scales, layers)
+            norms = _norms(kind, weight, bias, value)
             reports.append(
-                InjectorReport(prefix or "(root)", kind, params, _norms(kind, weight, bias, value), scales)
+                InjectorReport(prefix or "(root)", kind, params, norms, scales, scale_layers, injection_type)
             )
     return reports
+
+
+def _scheme(path: Path, metadata: dict[str, str]) -> tuple[str | None, list[int] | None]:
+    """(injection_type, inject_layers) from the file's metadata; (None, None) when it names no injection type."""
+    injection_type = metadata.get("injection_type")
+    if injection_type is None:
+        return None, None
+    if injection_type not in INJECTION_TYPE_KINDS:
+        raise ValueError(
+            f"checkpoint: {path} metadata names injection_type={injection_type!r}; expected one of "
+            f"{list(INJECTION_TYPE_KINDS)}"
+        )
+    if "inject_layers" not in metadata:
+        return injection_type, None
+    try:
+        layers = json.loads(metadata["inject_layers"])
+    except json.JSONDecodeError:
+        layers = None
+    if not isinstance(layers, list) or not all(isinstance(i, int) and i >= 0 for i in layers):
+        raise ValueError(
+            f"checkpoint: {path} metadata inject_layers={metadata['inject_layers']!r} is not a JSON list of layer "
+            "indices"
+        )
+    return injection_type, layers
+
+
+def _injected_scales(
+    path: Path, scales: list[float], layers: list[int] | None
+) -> tuple[list[float], list[int]]:
+    """(the output scales of the injected layers only, those layers): the others are never applied (nor trained)."""
+    if not scales:
+        return [], []
+    if layers is None:
+        return scales, list(range(len(scales)))
+    if max(layers, default=-1) >= len(scales):
+        raise ValueError(
+            f"checkpoint: {path} metadata inject_layers={layers} reaches past its {len(scales)} output scales"
+        )
+    return [scales[i] for i in layers], list(layers)
 
 
 def _chunks_of(weight: torch.Tensor) -> int:

@@ -71,6 +71,11 @@ def _inspect(args: argparse.Namespace) -> int:
         print(
             f"{r.name:<40} {r.kind:<11} {r.num_parameters:>10}  {_format_scales(r.output_scales):<34} {norms}{state}"
         )
+    schemes = sorted({r.injection_type for r in reports if r.injection_type is not None})
+    if schemes:  # the other heads of such a controller are never called: they are not listed
+        print(
+            f"\ninjection_type={', '.join(schemes)} (from the file's metadata): only the injector it uses is listed"
+        )
     inactive = sum(not r.active for r in reports)
     print(f"\n{len(reports)} injector(s), {inactive} inactive")
     if args.json is not None:

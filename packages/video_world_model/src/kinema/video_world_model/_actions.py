@@ -1,7 +1,8 @@
 """Action inputs for generation: tensors, lists, action JSON files and a compact text form.
 
 Compact form: comma-separated segments ``ACTIONS x COUNT``, where ACTIONS is ``name[:magnitude]`` joined by ``+``
-(several actions at once) or ``idle``. Magnitudes are raw (the controller applies its magnitude scale).
+(several actions at once) or ``idle``. Magnitudes are raw (the controller applies its magnitude scale): never
+multiply them by [100, 100, 100, 100, 1, 1, 1, 1] first, as the design's inference code does.
 
     forward:0.5x10,yaw_left:0.3x10        10 steps forward at 0.5, then 10 steps of yaw left at 0.3
     forward:0.5+pitch_up:0.2x4,idlex16    forward and pitch up together for 4 steps, then nothing for 16
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,38 @@ def prepare_actions(
             f"action_magnitude: shape {tuple(prepared[1].shape)} differs from action_binary {tuple(prepared[0].shape)}"
         )
     return prepared[0].to(device=device, dtype=dtype), prepared[1].to(device=device, dtype=dtype)
+
+
+def warn_if_prescaled(magnitude: torch.Tensor, scale: torch.Tensor, stacklevel: int = 2) -> bool:
+    """Warns once when raw magnitudes (..., A) look already multiplied by ``scale`` (A,); returns whether it did.
+
+    The bound comes from the scale. The scale brings every action to the order of the unscaled ones: for the drone,
+    translations (kilometres per latent step) x 100 ~ rotations (radians per latent step). A scaled magnitude above
+    the largest scale is a raw magnitude above 1 on a scaled action (1 km per latent step), far outside any data a
+    controller is trained on: kinema's drone flights move 0.001-0.003, the design's own example 0.5 (scaled: 50).
+    Pre-scaled input arrives 100 x too large and is scaled again, so the bound is crossed from raw 0.01 up (0.5 ->
+    50 -> 5000, 50 x the bound); pre-scaled values below that cannot be told from raw ones. Only actions whose
+    scale is above 1 are checked: pre-scaling leaves the others unchanged.
+    """
+    scale = scale.detach().float().cpu()
+    peak = float(scale.max()) if scale.numel() else 1.0
+    if peak <= 1.0 or not torch.is_tensor(magnitude) or magnitude.numel() == 0:
+        return False
+    largest = magnitude.detach().abs().float().reshape(-1, scale.numel()).amax(dim=0).cpu()  # (A,) raw
+    scaled = largest * scale
+    over = [i for i in range(scale.numel()) if scale[i] > 1.0 and scaled[i] > peak]
+    if not over:
+        return False
+    names = (
+        DRONE_ACTIONS
+        if scale.numel() == len(DRONE_ACTIONS)
+        else [f"action {i}" for i in range(scale.numel())]
+    )
+    found = ", ".join(f"{names[i]} {float(largest[i]):g} (scaled {float(scaled[i]):g})" for i in over)
+    warnings.warn(
+        f"action_magnitude: {found} exceed the scaled bound {peak:g}: magnitudes must be raw, the controller "
+        f"multiplies them by its magnitude_scale {[float(s) for s in scale]} itself; input already multiplied by "
+        "it (as the design's inference code does) reaches the model scaled twice",
+        stacklevel=stacklevel + 1,
+    )
+    return True

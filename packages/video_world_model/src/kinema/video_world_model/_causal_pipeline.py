@@ -227,7 +227,8 @@ class ActionCausalInferencePipeline:
         action_inputs: ``action_features`` (B, action_dim) for the whole rollout or (B, num_blocks, action_dim) per
             block; ``target_actions`` (B, >= num_blocks) integer ids, read by an :class:`ActionSequenceEncoder`;
             ``control_signals`` (B, text_dim) or (B, num_blocks, text_dim), the text side of a
-            :class:`MultimodalActionModule` (default: the prompt's mean text-encoder state).
+            :class:`MultimodalActionModule` (default: the prompt's mean text-encoder state). An input that nothing
+            would read (no such module, or ``action_features`` given as well) raises ValueError.
         profile: synchronize and time the phases (``self.last_profile``, also printed).
         low_memory: move the text encoder to the CPU after encoding and every decoded block to the CPU.
         initial_latent: (B, 1, C, h, w) first-image latent (TI2V image-to-video); rng: for the "renoise" sampler
@@ -601,6 +602,7 @@ class ActionCausalInferencePipeline:
                 f"action_dim={self.action_dim}",
             )
         module = self.action_module
+        self._check_inputs_are_read(action_inputs, features is not None)
         targets = action_inputs.get("target_actions")
         if targets is not None:
             if not torch.is_tensor(targets) or targets.ndim != 2 or targets.shape[0] != batch:
@@ -630,6 +632,30 @@ class ActionCausalInferencePipeline:
                 raise ValueError(
                     f"action_module: the MultimodalActionModule takes {module.text_dim}-wide text features, the "
                     f"prompt states are {text_dim} wide; pass control_signals (B, {module.text_dim})"
+                )
+
+    def _check_inputs_are_read(self, action_inputs: dict[str, Any], has_features: bool) -> None:
+        """Refuses ``target_actions`` / ``control_signals`` that the default :meth:`_process_action` would never read
+        (the rollout would be bitwise the one without them). An overridden hook reads what it likes: not checked."""
+        if (
+            getattr(self._process_action, "__func__", None)
+            is not ActionCausalInferencePipeline._process_action
+        ):
+            return
+        readers = {"target_actions": ActionSequenceEncoder, "control_signals": MultimodalActionModule}
+        for key, reader in readers.items():
+            if action_inputs.get(key) is None:
+                continue
+            if has_features:  # action_features come first in _process_action: the module is never called
+                raise ValueError(
+                    f"{key}: ignored when action_features are given (they replace the action module's features); "
+                    "pass one of the two"
+                )
+            if not isinstance(self.action_module, reader):
+                have = "none" if self.action_module is None else type(self.action_module).__name__
+                raise ValueError(
+                    f"{key}: this pipeline has no {reader.__name__} to read them (its action module: {have}), so "
+                    f"they would change nothing; build it with action_module={reader.__name__}(...) or drop {key}"
                 )
 
     # ---- timing ---------------------------------------------------------------------------------------------

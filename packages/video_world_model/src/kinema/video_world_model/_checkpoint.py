@@ -2,13 +2,19 @@
 
     <output_path>/checkpoints/step-000010000/
         trainable.safetensors        the trained weights, keys as in the exported files (controller keys without
-                                     prefix; LoRA keys prefixed ``lora.``)
+                                     prefix; LoRA keys as diffusers saves them, ``transformer.blocks.0.attn1.to_q.
+                                     lora_A.weight``); frozen parameters (unused controller heads) are absent
         trainable_full.safetensors   the same tensors under their full names in the training module (for resume)
         trainer_state.json           step, epoch, data position, RNG states, the run's options
         optimizer.pt  scheduler.pt   state dicts, loaded with torch.load(weights_only=True)
 
 A checkpoint is written into ``checkpoints/.step-XXXXXXXXX.tmp/`` and renamed into place only when every file is
 complete; ``latest`` is the highest-numbered ``step-*`` directory that holds all five files.
+
+The reference design's checkpoints have the same folder layout; their trainable.safetensors holds the controller's
+keys without prefix and DiffSynth's LoRA keys (``pipe.dit.blocks.0.self_attn.q.lora_A.default.weight``). Both are
+read where a controller is expected (:func:`split_trainable`, :func:`checkpoint_weights`); the run's
+``action_train_config.json`` is two folders up.
 """
 
 from __future__ import annotations
@@ -22,13 +28,33 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+TRAINABLE = "trainable.safetensors"
 FILES = (
-    "trainable.safetensors",
+    TRAINABLE,
     "trainable_full.safetensors",
     "trainer_state.json",
     "optimizer.pt",
     "scheduler.pt",
 )
+
+
+def checkpoint_weights(source: str | os.PathLike) -> Path | None:
+    """The trainable.safetensors of a checkpoint when ``source`` is that file or a folder holding it, else None."""
+    path = Path(source)
+    if path.is_file() and path.name == TRAINABLE:
+        return path
+    if path.is_dir() and (path / TRAINABLE).is_file():
+        return path / TRAINABLE
+    return None
+
+
+def split_trainable(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(controller tensors, LoRA tensors) of a trainable.safetensors, kinema's or the reference's: LoRA keys hold
+    ``.lora_``, the controller's are everything else (both writers strip the controller's prefix)."""
+    lora = {k: v for k, v in state.items() if ".lora_" in k}
+    return {k: v for k, v in state.items() if k not in lora}, lora
 
 
 def step_dir(output_path: str | os.PathLike, step: int) -> Path:

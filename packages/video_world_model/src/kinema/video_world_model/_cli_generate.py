@@ -20,6 +20,8 @@ EXAMPLES = """examples:
       --prompt "A drone flying over mountains" --actions forward:0.5x10,yaw_left:0.3x10 --out video.mp4
   kinema-wm generate --model_dir models/Wan2.2-TI2V-5B --controller runs/wm --image first.jpg \\
       --prompt "A drone over a city" --actions actions.json --action_guidance_scale 2.0 --out city.mp4
+  kinema-wm generate --model_dir models/Wan2.2-TI2V-5B --image first.jpg --prompt "A drone" --out plain.mp4
+      (no --controller: plain image-to-video, so --actions is refused)
 
 --actions takes a JSON file ((T, 2, 8) as in the action-video CSV, or {"action_binary", "action_magnitude"})
 or the compact form ACTIONSxCOUNT,... with ACTIONS = name[:magnitude][+name[:magnitude]] or idle, where name is
@@ -38,7 +40,13 @@ def register(commands) -> None:
     add_model_arguments(parser)
     parser.add_argument("--image", required=True, type=Path, help="the first frame (any format PIL reads)")
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--actions", required=True, help="actions JSON file or compact spec (see below)")
+    parser.add_argument(
+        "--actions",
+        help="actions JSON file or compact spec (see below); needs --controller (without one the video follows "
+        "only the image and prompt). Magnitudes are raw, as in the training data (forward:0.5 means 0.5): the "
+        "controller multiplies them by its magnitude scale [100, 100, 100, 100, 1, 1, 1, 1] itself, so do not "
+        "pre-scale them; a warning says so when they look pre-scaled",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output .mp4")
     parser.add_argument("--negative_prompt", default=None)
     parser.add_argument("--height", type=int, default=480)
@@ -50,7 +58,12 @@ def register(commands) -> None:
         "--action_guidance_scale", type=float, default=1.0, help=">1 strengthens action following"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=int, default=16)
+    parser.add_argument(
+        "--fps",
+        type=int,
+        default=24,
+        help="frame rate of the written video (default 24, Wan2.2-TI2V's rate; Wan2.1 models are 16 fps)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=run)
 
@@ -64,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--image: no file at {args.image}")
     if args.num_frames < 1 or (args.num_frames - 1) % 4:
         raise ValueError(f"--num_frames: {args.num_frames} is not 4n+1")
-    binary, magnitude = load_actions(args.actions, (args.num_frames - 1) // 4)
+    _check_action_arguments(args)
+    binary, magnitude = (
+        (None, None) if args.actions is None else load_actions(args.actions, (args.num_frames - 1) // 4)
+    )
     image = Image.open(args.image).convert("RGB")
     device = resolve_device(args.device)
     pipe = load_pipeline(
@@ -80,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     output = pipe(
         args.prompt,
         image,
-        binary if pipe.action_controller is not None else None,
-        magnitude if pipe.action_controller is not None else None,
+        binary,
+        magnitude,
         height=args.height,
         width=args.width,
         num_frames=args.num_frames,
@@ -96,3 +112,14 @@ def run(args: argparse.Namespace) -> int:
     write_video(args.out, frames, fps=args.fps)
     print(f"wrote {args.out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     return 0
+
+
+def _check_action_arguments(args: argparse.Namespace) -> None:
+    """Actions steer only through a controller: refuse what would otherwise be ignored, before loading models."""
+    if args.controller is None:
+        if args.actions is not None:
+            raise ValueError("--actions: only a trained controller reads actions; pass --controller DIR")
+        if args.action_guidance_scale != 1.0:
+            raise ValueError("--action_guidance_scale: guides the actions, which need --controller DIR")
+    elif args.actions is None:
+        raise ValueError("--actions: --controller needs the actions to follow (a JSON file or compact spec)")

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from ._cli_common import DTYPES
 from ._loading import load_wan_components
+from ._lora import diffusers_lora_state
 
 EXAMPLES = """examples:
   kinema-wm merge-lora --model_dir models/Wan2.2-TI2V-5B-Diffusers --lora_path runs/wm/lora.safetensors
@@ -51,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, DTYPES[args.dtype], args.text_encoder_path, args.tokenizer_path, args.vae_path
     )
     pipe = WanPipeline(expand_timesteps=True, **components)
-    state = load_file(str(args.lora_path))
-    if not any(k.startswith("transformer.") for k in state):
-        state = {f"transformer.{k}": v for k, v in state.items()}
+    # kinema's, diffusers' or DiffSynth-Studio's keys (blocks.N.self_attn.q.lora_A.default.weight) -> diffusers'
+    state = diffusers_lora_state(load_file(str(args.lora_path)), str(args.lora_path))
     pipe.load_lora_weights(state, adapter_name="merge")
     pipe.fuse_lora(components=["transformer"], lora_scale=args.alpha)
     pipe.unload_lora_weights()

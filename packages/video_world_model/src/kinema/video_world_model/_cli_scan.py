@@ -57,10 +57,15 @@ def register(commands) -> None:
     )
     _add_generation_arguments(scan)
     scan.add_argument(
-        "--scales", default="0,0.5,1,2", help="comma-separated action scales (default 0,0.5,1,2)"
+        "--scales",
+        default="0,0.5,1,2",
+        help="comma-separated multipliers of the action magnitudes, >= 0 (default 0,0.5,1,2); the binary "
+        "on/off flags are not scaled, and 0 turns them off (no action)",
     )
     scan.add_argument("--per_action", action="store_true", help="one row per action type")
-    scan.add_argument("--fps", type=int, default=16)
+    scan.add_argument(
+        "--fps", type=int, default=24, help="of the written mp4s (Wan2.2-TI2V's rate; Wan2.1: 16)"
+    )
     scan.set_defaults(run=run_scan)
     effect = commands.add_parser(
         "action-effect",

@@ -10,6 +10,15 @@ kinema.conditioning's ActionEncoder and injected in one of three ways, each buil
   modulation (shift/scale/gate of attention and FFN), broadcast over each frame's tokens;
 - ``add_residual``: a per-frame residual (:func:`~kinema.conditioning.add_per_frame`).
 
+Magnitudes are RAW: the controller multiplies them by its ``magnitude_scale`` (the drone scale [100, 100, 100, 100,
+1, 1, 1, 1]) itself. Do not pre-scale them as the design's inference code does: pre-scaled translations reach the
+embedding 10^4 x larger than raw ones; :meth:`WanActionController.forward` and the pipeline warn when they see such
+magnitudes.
+
+A diffusers model (``ModelMixin`` + ``ConfigMixin``): ``save_pretrained`` writes ``config.json`` +
+``diffusion_pytorch_model.safetensors``, ``from_pretrained`` reads them (and kinema's controller folders), and
+:class:`~kinema.video_world_model.WanActionPipeline` saves and loads it as its ``action_controller`` component.
+
 Every injection is multiplied by a learnable per-layer ``output_scale`` (``initial_scale`` at init; 0.0 makes the
 controller an exact identity). Parameter names follow the reference design, so its checkpoints load with
 ``load_state_dict(strict=True)``: ``action_embed.{0,2}.*``, ``temporal_pos_embed`` (1, T, C), ``q_proj``,
@@ -20,10 +29,14 @@ are kept (reference checkpoints carry them) but frozen.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import ConfigMixin, ModelMixin  # module-level: diffusers' pipeline loader looks them up here
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from kinema.conditioning import (
@@ -35,6 +48,8 @@ from kinema.conditioning import (
     select_layers,
 )
 from kinema.robot_data import DEFAULT_MAGNITUDE_SCALE
+
+from ._actions import warn_if_prescaled
 
 INJECTION_TYPES = ("cross_attn_frame", "adaln_tmod", "add_residual")
 
@@ -58,17 +73,23 @@ ACTION_CONTROLLER_CONFIGS: dict[str, dict[str, Any]] = {
 """The reference presets (Wan2.2-TI2V-5B: hidden 3072, 24 heads, 30 layers, 20 action steps)."""
 
 
-class WanActionController(ActionEncoder):
+class WanActionController(ActionEncoder, ModelMixin, ConfigMixin):
     """Action embedding + injection heads for a Wan transformer of ``num_layers`` blocks of width ``hidden_size``.
 
     build_action_emb(action_binary (B, T, A), action_magnitude (B, T, A)) -> (B, T, C)
     action_tmod(action_emb (B, T, C)) -> (B, T, 6, C)
     apply_action(hidden_states (B, t*h*w, C), action_emb (B, t-1, C), t, h, w, block_idx) -> (B, t*h*w, C)
 
-    ``magnitude_scale`` (A,) multiplies the raw magnitudes once, inside the embedding (default: the drone scale
-    [100, 100, 100, 100, 1, 1, 1, 1]). ``action_window`` r > 0 makes cross-attention windowed (K = 2r + 1).
+    ``action_magnitude`` is raw: ``magnitude_scale`` (A,) multiplies it once, inside the embedding (default: the
+    drone scale [100, 100, 100, 100, 1, 1, 1, 1]). Never pre-scale it (the design's inference code does; ported
+    code then feeds translations 10^4 x their trained size); :meth:`forward` warns when magnitudes look pre-scaled.
+    ``action_window`` r > 0 makes cross-attention windowed (K = 2r + 1).
+
+    ``config`` holds the constructor arguments (diffusers' ConfigMixin); ``save_pretrained`` / ``from_pretrained``
+    round-trip the controller.
     """
 
+    @register_to_config
     def __init__(
         self,
         action_dim: int = 8,
@@ -93,6 +114,7 @@ class WanActionController(ActionEncoder):
         if magnitude_scale is None:
             magnitude_scale = DEFAULT_MAGNITUDE_SCALE if action_dim == len(DEFAULT_MAGNITUDE_SCALE) else None
         super().__init__(action_dim, hidden_size, num_latent_frames, magnitude_scale)
+        scale = [1.0] * action_dim if magnitude_scale is None else [float(s) for s in magnitude_scale]
         self.action_dim = action_dim
         self.hidden_size = hidden_size
         self.num_heads = num_heads
@@ -117,6 +139,38 @@ class WanActionController(ActionEncoder):
         self.output_scale = output_scales(num_layers, initial_scale)
         for name in self._unused_heads():
             getattr(self, name).requires_grad_(False)
+        # the config holds the resolved values, JSON-ready: a layer spec as its list, the scale as floats
+        self.register_to_config(
+            inject_layers=None if len(self.inject_layers) == num_layers else list(self.inject_layers),
+            qk_norm=bool(qk_norm),
+            magnitude_scale=scale,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # nn.Module's lookup (parameters, buffers, submodules) only: ModelMixin's answers config keys first (a
+        # deprecated shortcut), and ``magnitude_scale`` is both a config key and ActionEncoder's buffer
+        return nn.Module.__getattr__(self, name)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> WanActionController:
+        """diffusers' loader for ``save_pretrained``'s layout (config.json + diffusion_pytorch_model.safetensors), and
+        the folders :func:`~kinema.video_world_model.load_controller` reads: kinema-wm train's and the reference
+        design's (action_train_config.json + action_controller.safetensors) and training checkpoints
+        (trainable.safetensors). For those, only ``subfolder`` and ``torch_dtype`` apply."""
+        root = Path(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+        if (root / "config.json").is_file() or not root.exists():
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        other = sorted(set(kwargs) - {"subfolder", "torch_dtype", "local_files_only"})
+        if other:
+            raise ValueError(
+                f"from_pretrained: {other} apply to diffusers' layout (config.json) only; {root} is a kinema "
+                "controller folder"
+            )
+        from ._loading import load_controller  # _loading imports this module
+
+        controller, _ = load_controller(root)
+        dtype = kwargs.get("torch_dtype")
+        return controller if dtype is None else controller.to(dtype=dtype)
 
     def _unused_heads(self) -> tuple[str, ...]:
         query_key = ("q_proj", "k_proj", "q_norm", "k_norm")
@@ -129,22 +183,16 @@ class WanActionController(ActionEncoder):
         return (*attention, "action_to_tmod")
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments, JSON-ready (written to ``action_train_config.json``)."""
-        return {
-            "action_dim": self.action_dim,
-            "hidden_size": self.hidden_size,
-            "num_heads": self.num_heads,
-            "num_latent_frames": self.num_latent_frames,
-            "num_layers": self.num_layers,
-            "inject_layers": None if len(self.inject_layers) == self.num_layers else list(self.inject_layers),
-            "qk_norm": isinstance(self.q_norm, nn.RMSNorm),
-            "dropout": self.dropout,
-            "initial_scale": self.initial_scale,  # the learned scales themselves are in output_scale
-            "injection_type": self.injection_type,
-            "action_window": self.action_window,
-            "magnitude_scale": [float(s) for s in self.magnitude_scale.tolist()],
-        }
+    def arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready: ``config`` without diffusers' private keys (written to
+        ``action_train_config.json``; ``initial_scale`` is the init value, the learned scales are in output_scale)."""
+        return {k: v for k, v in self.config.items() if not k.startswith("_")}
+
+    def warn_if_prescaled(self, action_magnitude: torch.Tensor, stacklevel: int = 2) -> bool:
+        """Warns (once) when raw magnitudes look already multiplied by ``magnitude_scale``; see
+        :func:`~kinema.video_world_model._actions.warn_if_prescaled` for the bound. ``stacklevel`` as in
+        ``warnings.warn``, counted from the caller of this method."""
+        return warn_if_prescaled(action_magnitude, self.magnitude_scale, stacklevel=stacklevel + 1)
 
     def should_inject(self, block_idx: int) -> bool:
         return block_idx in self.inject_layers
@@ -235,13 +283,31 @@ class WanActionController(ActionEncoder):
         w: int,
         block_idx: int,
     ) -> torch.Tensor:
+        """One block's injection from raw actions (B, t-1, A) x 2: hidden_states (B, t*h*w, C) -> (B, t*h*w, C)."""
+        self.warn_if_prescaled(action_magnitude, stacklevel=4)  # the line that called the controller
         action_emb = self.build_action_emb(action_binary, action_magnitude)
         return self.apply_action(hidden_states, action_emb, t, h, w, block_idx)
 
     def load_reference_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """load_state_dict(strict=True) with errors that name the key and both shapes."""
+        """load_state_dict(strict=True) with errors that name the key and both shapes.
+
+        Also takes a training checkpoint's ``trainable.safetensors``: its LoRA tensors (keys with ``.lora_``) belong
+        to the transformer and are left out, with a warning that names them; the heads this injection type never
+        uses (frozen, so kinema-wm train leaves them out of checkpoints) may be absent and keep their initial
+        weights, which never reach the output.
+        """
+        lora = sorted(key for key in state_dict if ".lora_" in key)
+        if lora:
+            warnings.warn(
+                f"action controller state dict: {len(lora)} LoRA tensors ({lora[0]}, ...) belong to the transformer "
+                "and were not loaded into the controller; load them with lora_checkpoint (kinema-wm train "
+                "--lora_checkpoint) or load the checkpoint folder with load_pipeline",
+                stacklevel=2,
+            )
+            state_dict = {k: v for k, v in state_dict.items() if ".lora_" not in k}
         own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
+        unused = {key for key in own if key.split(".")[0] in self._unused_heads()}
+        missing = sorted(set(own) - set(state_dict) - unused)
         unexpected = sorted(set(state_dict) - set(own))
         if missing or unexpected:
             raise ValueError(
@@ -254,4 +320,4 @@ class WanActionController(ActionEncoder):
                     f"action controller state dict: {key} has shape {tuple(value.shape)}, "
                     f"this controller expects {tuple(own[key].shape)}"
                 )
-        self.load_state_dict(state_dict, strict=True)
+        self.load_state_dict(state_dict, strict=False)  # the keys were checked above

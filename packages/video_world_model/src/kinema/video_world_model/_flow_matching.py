@@ -2,10 +2,22 @@
 
     x_t = (1 - sigma) * x0 + sigma * noise,     target = noise - x0,     timestep = 1000 * sigma
 
-Sigmas are the 1000 training sigmas of ``FlowMatchEulerDiscreteScheduler(shift=5.0)`` (descending: index 0 is
-pure noise). ``min_timestep_boundary`` / ``max_timestep_boundary`` select the index range [min * 1000,
-max * 1000) of that descending list, as in the reference training script (e.g. 0..0.417 trains only the
-high-noise part). Loss weighting comes from diffusers' ``compute_loss_weighting_for_sd3``.
+Sigmas (``sigma_schedule``, descending: index 0 is pure noise):
+
+- ``"train"`` (default): the 1000 training sigmas of ``FlowMatchEulerDiscreteScheduler(shift)`` as constructed,
+  shift(1, 0.999, ..., 0.001), smallest 0.005 at shift 5. These equal DiffSynth-Studio's Wan training sigmas
+  (``set_timesteps(1000, training=True)``: shift(linspace(1, 0, 1001)[:-1])) and Self-Forcing's table.
+- ``"inference"``: the sigmas of that scheduler after ``set_timesteps(1000)``, which applies the shift a second
+  time at the low end (smallest 0.0244 at shift 5): what kinema <= 0.4 trained with; kept for older runs.
+
+``min_timestep_boundary`` / ``max_timestep_boundary`` select the index range [min * 1000, max * 1000) of that
+descending list, as in the reference training script (e.g. 0..0.417 trains only the high-noise part).
+
+Loss weighting (``weighting``): ``"diffsynth"`` (default of kinema-wm train and VACE-E, DiffSynth-Studio's Wan
+training weight: w(t) = exp(-2 ((t - 500) / 1000)^2) at timestep t = 1000 sigma, shifted so that its minimum over
+the 1000 training timesteps is 0 and scaled to mean 1 over them: mid-noise steps count most, the cleanest and the
+noisiest least); ``"none"`` (1 everywhere), or diffusers' SD3 weightings ``"sigma_sqrt"`` and ``"cosmap"``
+(``compute_loss_weighting_for_sd3``).
 
 ``prediction="sample"`` trains the network to output the clean latents x0 instead of the flow (the loss is then
 the MSE on x0); :func:`flow_from_prediction` turns such an output into the flow the Euler sampler steps with,
@@ -24,8 +36,9 @@ from diffusers.training_utils import compute_loss_weighting_for_sd3
 
 from ._first_frame import fuse_first_frame, token_timesteps
 
-WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
+WEIGHTINGS = ("diffsynth", "none", "sigma_sqrt", "cosmap")
 PREDICTIONS = ("flow", "sample")
+SIGMA_SCHEDULES = ("train", "inference")
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class FlowMatchingObjective:
         max_timestep_boundary: float = 1.0,
         weighting: str = "none",
         prediction: str = "flow",
+        sigma_schedule: str = "train",
     ):
         if not 0.0 <= min_timestep_boundary < max_timestep_boundary <= 1.0:
             raise ValueError(
@@ -61,14 +75,29 @@ class FlowMatchingObjective:
             raise ValueError(f"prediction: expected one of {PREDICTIONS}, got {prediction!r}")
         if shift <= 0:
             raise ValueError(f"shift: expected > 0, got {shift}")
+        if sigma_schedule not in SIGMA_SCHEDULES:
+            raise ValueError(f"sigma_schedule: expected one of {SIGMA_SCHEDULES}, got {sigma_schedule!r}")
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
-        scheduler.set_timesteps(num_train_timesteps)
-        self.sigmas = scheduler.sigmas[:-1].float()  # (N,) descending, the final 0 dropped
+        if sigma_schedule == "inference":
+            scheduler.set_timesteps(num_train_timesteps)
+            self.sigmas = scheduler.sigmas[:-1].float()  # (N,) descending, the final 0 dropped
+        else:
+            self.sigmas = scheduler.sigmas.float().clone()  # (N,) descending, no final 0 before set_timesteps
+        self.sigma_schedule = sigma_schedule
         self.num_train_timesteps = num_train_timesteps
         self.low = int(min_timestep_boundary * num_train_timesteps)
         self.high = max(self.low + 1, int(max_timestep_boundary * num_train_timesteps))
         self.weighting = weighting
         self.prediction = prediction
+
+    def loss_weights(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 loss weight of each sample's sigma (``weighting``, see the module docstring)."""
+        sigmas = sigmas.float()
+        if self.weighting != "diffsynth":
+            return compute_loss_weighting_for_sd3(self.weighting, sigmas)
+        table = _diffsynth_bell(self.sigmas * 1000)
+        low, total = table.min(), (table - table.min()).sum()
+        return (_diffsynth_bell(sigmas * 1000) - low) * (len(table) / total)
 
     def sample_sigmas(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         index = torch.randint(self.low, self.high, (batch,), generator=generator)
@@ -94,7 +123,7 @@ class FlowMatchingObjective:
             target = latents
         else:
             target = (noise.float() - latents.float()).to(latents.dtype)
-        weights = compute_loss_weighting_for_sd3(self.weighting, sigmas.float()).to(latents.device)
+        weights = self.loss_weights(sigmas).to(latents.device)
         if tokens_per_frame is None:
             timesteps = (sigmas.float() * self.num_train_timesteps).to(latents.device)
             return FlowMatchingBatch(noisy, target, timesteps, sigmas, weights, first_loss_frame=0)
@@ -114,6 +143,10 @@ class FlowMatchingObjective:
         error = (prediction.float()[:, :, start:] - batch.target.float()[:, :, start:]).pow(2)
         per_sample = error.mean(dim=(1, 2, 3, 4))  # (B,)
         return (per_sample * batch.weights.float()).mean()
+
+
+def _diffsynth_bell(timesteps: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-2 * ((timesteps - 500) / 1000) ** 2)
 
 
 def flow_from_prediction(

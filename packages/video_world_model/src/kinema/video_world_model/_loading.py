@@ -8,12 +8,23 @@ Model directories, either layout:
   where that mapping covers it), ``models_t5_umt5-xxl-enc-bf16.pth`` (diffusers and transformers cannot read this
   file: pass ``text_encoder_path`` to a transformers UMT5 directory) and ``google/umt5-xxl/`` (the tokenizer).
 
-Controller directories: ``action_train_config.json`` + ``action_controller.safetensors`` (+ ``lora.safetensors``),
-as ``kinema-wm train`` writes them.
+Controllers, wherever training or saving left them:
+
+- a controller folder: ``action_train_config.json`` + ``action_controller.safetensors`` (+ ``lora.safetensors``), as
+  ``kinema-wm train`` and the reference design's train_action.py write them (the reference's LoRA keys are
+  DiffSynth's, read through diffusers' Wan LoRA converter);
+- a training checkpoint (``<run>/checkpoints/step-*/``, or its ``trainable.safetensors``), with the run's
+  ``action_train_config.json`` two folders up;
+- ``save_pretrained``'s layout: a ``config.json`` folder (``WanActionController.save_pretrained``), or a saved
+  :class:`WanActionPipeline` (its ``action_controller/`` is loaded with it).
+
+The base model may come from the controller's config when no model directory is given: kinema writes ``base_model``,
+the reference ``base_model_id``; either must be a local directory (nothing is downloaded).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -30,7 +41,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, UMT5EncoderModel
 
+from ._checkpoint import checkpoint_weights, split_trainable
 from ._controller import ACTION_CONTROLLER_CONFIGS, WanActionController
+from ._lora import diffusers_lora_state
 from ._pipeline import WanActionPipeline
 
 TRAIN_CONFIG = "action_train_config.json"
@@ -248,7 +261,10 @@ def load_wan_components(
 
 
 def read_train_config(controller_dir: str | os.PathLike) -> dict[str, Any]:
-    path = _require(Path(controller_dir) / TRAIN_CONFIG, "controller")
+    return _read_train_config_file(_require(Path(controller_dir) / TRAIN_CONFIG, "controller"))
+
+
+def _read_train_config_file(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -267,9 +283,7 @@ def controller_from_config(config: dict[str, Any]) -> WanActionController:
         arguments["magnitude_scale"] = config["action_magnitude_scale"]
     if arguments.get("initial_scale") is None:
         arguments["initial_scale"] = 0.0  # only the init value; the trained output_scale is loaded over it
-    known = WanActionController.__init__.__code__.co_varnames[
-        1 : WanActionController.__init__.__code__.co_argcount
-    ]
+    known = list(inspect.signature(WanActionController.__init__).parameters)[1:]
     unknown = sorted(set(arguments) - set(known))
     if unknown:
         raise ValueError(
@@ -279,14 +293,37 @@ def controller_from_config(config: dict[str, Any]) -> WanActionController:
 
 
 def load_controller(controller_dir: str | os.PathLike) -> tuple[WanActionController, dict[str, Any]]:
-    """(controller with trained weights, the train config) from a controller directory."""
+    """(controller with trained weights, the train config) from a controller folder, a training checkpoint (its
+    folder or its trainable.safetensors) or ``save_pretrained``'s folder (see the module docstring)."""
     root = Path(controller_dir)
+    checkpoint = checkpoint_weights(root)
+    if checkpoint is not None and not (root / CONTROLLER_WEIGHTS).is_file():
+        config = _read_train_config_file(_checkpoint_config(checkpoint))
+        controller = controller_from_config(config)
+        controller.load_reference_state_dict(split_trainable(load_file(str(checkpoint)))[0])
+        return controller, config
+    if (root / "config.json").is_file() and not (root / TRAIN_CONFIG).is_file():
+        controller = WanActionController.from_pretrained(root)
+        scale = controller.arguments["magnitude_scale"]
+        return controller, {"action_controller_config": controller.arguments, "action_magnitude_scale": scale}
     config = read_train_config(root)
     controller = controller_from_config(config)
     weights = _require(root / CONTROLLER_WEIGHTS, "controller weights")
     _check_scheme(weights, controller)
     controller.load_reference_state_dict(load_file(str(weights)))
     return controller, config
+
+
+def _checkpoint_config(weights: Path) -> Path:
+    """The action_train_config.json of a checkpoint: beside it, or in its run's folder (<run>/checkpoints/step-*/)."""
+    candidates = [weights.parent / TRAIN_CONFIG, weights.parent.parent.parent / TRAIN_CONFIG]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ModelFileError(
+        f"controller: {weights} is a training checkpoint, but neither {candidates[0]} nor {candidates[1]} (its run's "
+        "folder) exists"
+    )
 
 
 def _scheme(controller: WanActionController) -> dict[str, str]:
@@ -314,22 +351,61 @@ def _check_scheme(weights: Path, controller: WanActionController) -> None:
 def apply_lora(
     pipeline: WanActionPipeline, controller_dir: str | os.PathLike, config: dict[str, Any]
 ) -> bool:
-    """Loads ``lora.safetensors`` into the transformer through diffusers' LoRA loader (which converts the key
-    formats it knows) when the train config names a LoRA. Returns whether one was applied."""
+    """Loads the LoRA into the transformer through diffusers' LoRA loader when the train config names one: the
+    folder's ``lora.safetensors``, or a checkpoint's LoRA tensors (in its trainable.safetensors). kinema's keys,
+    diffusers' and DiffSynth's are read (:func:`~kinema.video_world_model._lora.diffusers_lora_state`); errors name
+    the file. Returns whether a LoRA was applied."""
     lora = config.get("lora") or {}
-    path = Path(controller_dir) / LORA_WEIGHTS
     if not lora.get("lora_base_model"):  # the reference writes a rank even when no LoRA was trained
         return False
-    _require(path, "LoRA weights named by the train config")
-    state = load_file(str(path))
-    if not any(key.startswith("transformer.") for key in state):
-        state = {f"transformer.{key}": value for key, value in state.items()}
-    pipeline.load_lora_weights(state, adapter_name="action")
+    checkpoint = checkpoint_weights(controller_dir)
+    if checkpoint is not None and not (Path(controller_dir) / CONTROLLER_WEIGHTS).is_file():
+        path, raw = checkpoint, split_trainable(load_file(str(checkpoint)))[1]
+    else:
+        path = _require(Path(controller_dir) / LORA_WEIGHTS, "LoRA weights named by the train config")
+        raw = load_file(str(path))
+    state = diffusers_lora_state(raw, str(path))
+    expected = sum(".lora_" in key for key in state)
+
+    def loaded() -> int:
+        return sum(".lora_" in name for name, _ in pipeline.transformer.named_parameters())
+
+    before = loaded()
+    try:
+        pipeline.load_lora_weights(state, adapter_name="action")
+    except (ValueError, RuntimeError, KeyError) as error:  # peft's messages name modules, never the file
+        raise ValueError(
+            f"{path}: the LoRA does not fit the transformer ({type(error).__name__}: {error})"
+        ) from error
+    if loaded() - before != expected:
+        raise ValueError(
+            f"{path}: {expected} LoRA tensors, of which {loaded() - before} found a module of the transformer "
+            "(keys for modules it lacks?)"
+        )
     return True
 
 
+def base_model_dir(config: dict[str, Any], source: str | os.PathLike) -> Path:
+    """The local base model a controller's config names: ``base_model`` (kinema: the --model_dir it trained with) or
+    ``base_model_id`` (the reference: a Hub id such as Wan-AI/Wan2.2-TI2V-5B), whichever is a local directory."""
+    named = [(key, config[key]) for key in ("base_model", "base_model_id") if config.get(key)]
+    for _, value in named:
+        if Path(value).is_dir():
+            return Path(value)
+    if not named:
+        raise ModelFileError(
+            f"model_dir: not given, and the controller's {TRAIN_CONFIG} ({source}) names no base_model or "
+            "base_model_id"
+        )
+    found = ", ".join(f"{key} {value!r}" for key, value in named)
+    raise ModelFileError(
+        f"model_dir: not given, and {found} in the controller's {TRAIN_CONFIG} ({source}) is not a local directory "
+        "(nothing is downloaded); pass model_dir (--model_dir) to a local copy of that model"
+    )
+
+
 def load_pipeline(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | None,
     controller_dir: str | os.PathLike | None = None,
     torch_dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device | None = None,
@@ -337,17 +413,37 @@ def load_pipeline(
     tokenizer_path: str | os.PathLike | None = None,
     vae_path: str | os.PathLike | None = None,
 ) -> WanActionPipeline:
-    """The whole pipeline from local directories: the base model and, optionally, a trained controller (+ LoRA)."""
+    """The whole pipeline from local directories: the base model and, optionally, a trained controller (+ LoRA)
+    from anything :func:`load_controller` reads. ``model_dir`` None: the base model the controller's config names
+    (:func:`base_model_dir`). A saved :class:`WanActionPipeline` brings its own controller unless ``controller_dir``
+    names another."""
     controller, config = (None, {}) if controller_dir is None else load_controller(controller_dir)
+    if model_dir is None:
+        if controller_dir is None:
+            raise ModelFileError(
+                "model_dir: not given, and no controller whose config could name the base model"
+            )
+        model_dir = base_model_dir(config, controller_dir)
+    if controller is None and _saved_controller(Path(model_dir)):
+        controller, config = load_controller(Path(model_dir) / "action_controller")
     components = load_wan_components(model_dir, torch_dtype, text_encoder_path, tokenizer_path, vae_path)
     pipeline = WanActionPipeline(action_controller=controller, **components)
     if controller_dir is not None:
         apply_lora(pipeline, controller_dir, config)
-    if controller is not None:
+    if controller is not None and controller.dtype != torch_dtype:
         controller.to(dtype=torch_dtype)
     if device is not None:
         pipeline.to(device)
     return pipeline
+
+
+def _saved_controller(model_dir: Path) -> bool:
+    """Whether ``model_dir`` is a saved WanActionPipeline with a controller (model_index.json names one)."""
+    index = model_dir / "model_index.json"
+    if not index.is_file():
+        return False
+    entry = json.loads(index.read_text()).get("action_controller")
+    return isinstance(entry, list) and entry[0] is not None
 
 
 def write_controller_dir(
@@ -364,8 +460,8 @@ def write_controller_dir(
     root.mkdir(parents=True, exist_ok=True)
     config = {
         "base_model": base_model,
-        "action_controller_config": controller.config,
-        "action_magnitude_scale": controller.config["magnitude_scale"],
+        "action_controller_config": controller.arguments,
+        "action_magnitude_scale": controller.arguments["magnitude_scale"],
         "lora": lora or {},
     } | (extra or {})
     state = {k: v.detach().to("cpu").contiguous() for k, v in controller.state_dict().items()}

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from diffusers.training_utils import cast_training_params
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -237,6 +238,11 @@ class Trainer(ABC):
             raise ValueError(
                 "nothing to train: every parameter is frozen (check the trainable models option)"
             )
+        # Trained weights are kept in fp32 while the frozen ones stay in the load dtype (bf16 under mixed
+        # precision), as diffusers' training scripts do: AdamW steps of lr 1e-5 on bf16 weights of size ~0.02 are
+        # mostly rounded away (a bf16 number near 0.02 moves in steps of 1.2e-4), so a bf16 LoRA or backbone
+        # barely trains. Autocast runs the matmuls in bf16 all the same.
+        cast_training_params(module, torch.float32)
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         min_ratio = config.lr_min_lr / config.learning_rate if config.learning_rate > 0 else 0.0
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,17 +96,31 @@ C = TypeVar("C", bound=LoopConfig)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[LoopConfig]) -> None:
-    """One flag per field of ``cls`` (mappings such as training stages are file-only); defaults are left as None so
-    a config file can fill them."""
+    """One flag per field of ``cls`` (mappings such as training stages are file-only), in the groups of
+    :data:`~kinema.video_world_model._option_help.OPTION_HELP`, each with its help, default and choices. Parsed
+    defaults are None so that a config file can fill them; the default shown is the field's."""
+    from ._option_help import GROUPS, OPTION_CHOICES, OPTION_HELP
+
+    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
     for f in fields(cls):
         if str(f.type).startswith("dict"):
             continue
-        flag = f"--{f.name}"
+        group_name, text = OPTION_HELP.get(f.name, ("options", f.metadata.get("help", "")))
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(f"{group_name}")
+        flag, default = f"--{f.name}", f.default if f.default is not MISSING else None
+        shown = "" if default is None else f" (default: {str(default).replace('%', '%%')})"
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=None, help=f.metadata.get("help"))
+            groups[group_name].add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=text + shown
+            )
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+        choices = OPTION_CHOICES.get(f.name)
+        groups[group_name].add_argument(
+            flag, type=kind, default=None, choices=choices, metavar=None if choices else f.name.upper(),
+            help=text + shown,
+        )  # fmt: skip
 
 
 def load_config_file(path: str | os.PathLike, cls: type[LoopConfig]) -> dict[str, Any]:
@@ -123,11 +137,62 @@ def load_config_file(path: str | os.PathLike, cls: type[LoopConfig]) -> dict[str
         return {}
     if not isinstance(values, dict):
         raise ValueError(f"--config: {path} must hold a mapping of option names to values")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    types = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise ValueError(f"--config: unknown keys {unknown} in {path}")
-    return values
+    return {key: coerce_option(value, types[key], f"{path}: {key}") for key, value in values.items()}
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def coerce_option(value: Any, kind: str, where: str) -> Any:
+    """``value`` read from a config file as the field type ``kind`` ("float", "int | None", "bool", ...), or a
+    ValueError naming ``where``. YAML 1.1 reads ``1e-4`` (no dot) as a string and ``5.0e-5`` as a float; both are
+    written in the design notes, so numbers written as strings are parsed; anything else of the wrong kind is
+    refused here rather than failing as a TypeError after the model has loaded."""
+    base = kind.split(" |")[0].strip()
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ValueError(f"{where}: expected a value of type {base}, got null")
+    if base.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if base in ("int", "float"):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip()) if base == "float" else _int_from_text(value.strip())
+            except ValueError:
+                raise ValueError(f"{where}: expected a number ({base}), got {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{where}: expected a number ({base}), got {type(value).__name__} {value!r}")
+        if base == "float":
+            return float(number)
+        if float(number) != int(number):
+            raise ValueError(f"{where}: expected a whole number, got {value!r}")
+        return int(number)
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{where}: expected a {base}, got {type(value).__name__} {value!r}")
+    return value if isinstance(value, str) else str(value)  # `vace_e_layers: 0` is the text "0"
+
+
+def _int_from_text(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(
+            text
+        )  # "1e3": whole numbers written as floats are accepted, fractions refused by the caller
 
 
 def config_from_args(args: argparse.Namespace, cls: type[C]) -> C:

@@ -9,12 +9,18 @@ denoising loop adds Wan2.2 TI2V first-frame conditioning and the action controll
 
 Classifier-free guidance keeps the actions in both branches; action guidance (off at 1.0) compares with the
 zero-action branch to strengthen action following. Latent frame 0 is the clean first-image latent at every step.
+
+The controller is a pipeline component (``action_controller``): ``save_pretrained`` writes it beside the others and
+``from_pretrained`` reads it back; diffusers' ``enable_model_cpu_offload`` / ``enable_sequential_cpu_offload``
+offload it like the other models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import PIL.Image
@@ -35,11 +41,44 @@ class WanActionPipelineOutput:
     frames: np.ndarray | torch.Tensor
 
 
+def run_offload_hook(module: torch.nn.Module | None) -> bool:
+    """Runs the accelerate hook that diffusers' CPU offload put on ``module``'s ``forward`` (model offload: moves the
+    model to the execution device and offloads the one before it; sequential offload: materializes the module's own
+    weights), as diffusers' ``apply_forward_hook`` does for ``vae.encode``. Returns whether there was a hook.
+
+    Needed wherever a loop calls a model's parts rather than its forward (the action and VACE-E loops call the
+    transformer's blocks, the controller's heads): otherwise the hook never fires, and model offload leaves the
+    model on the CPU, sequential offload its own weights (``scale_shift_table``, ``output_scale``) on the meta device.
+    """
+    if module is None or getattr(module, "_hf_hook", None) is None:
+        return False
+    module._hf_hook.pre_forward(module)
+    return True
+
+
+@contextmanager
+def _offload_hooks(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """:func:`run_offload_hook` for each module around a block of code, and the hooks' ``post_forward`` after it
+    (sequential offload: the modules' own weights back to the meta device). Without offload this does nothing."""
+    hooked = [m for m in modules if run_offload_hook(m)]
+    try:
+        yield
+    finally:
+        for module in hooked:
+            module._hf_hook.post_forward(module, None)  # sequential: its own weights back to the meta device
+
+
 class WanActionPipeline(WanPipeline):
-    """A WanPipeline steered by a :class:`WanActionController`. Build it with :func:`load_pipeline` or directly:
+    """A WanPipeline steered by a :class:`WanActionController`. Build it with :func:`load_pipeline`,
+    ``WanActionPipeline.from_pretrained(saved_dir)`` or directly:
 
     ``WanActionPipeline(tokenizer, text_encoder, vae, scheduler, transformer, action_controller=controller)``
+
+    ``action_controller`` is a registered component: ``pipe.save_pretrained(dir)`` writes it to
+    ``dir/action_controller/`` and assigning ``pipe.action_controller = other`` steers the pipeline with ``other``.
     """
+
+    _optional_components: ClassVar[list[str]] = ["transformer", "transformer_2", "action_controller"]
 
     def __init__(
         self,
@@ -66,17 +105,32 @@ class WanActionPipeline(WanPipeline):
         super().__init__(
             tokenizer, text_encoder, vae, scheduler, transformer=transformer, expand_timesteps=True
         )
+        self.register_modules(action_controller=action_controller)
         self.action_model = WanActionTransformer(transformer, action_controller)
 
-    @property
-    def action_controller(self) -> WanActionController | None:
-        return self.action_model.controller
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)  # diffusers records a replaced component in the config
+        if name in ("transformer", "action_controller") and "action_model" in self.__dict__:
+            self.action_model = WanActionTransformer(self.transformer, self.action_controller)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' save_pretrained (the controller in ``action_controller/``), refused while the transformer
+        carries a LoRA adapter: diffusers would write peft's wrapped keys and from_pretrained would initialize the
+        base weights at random, silently."""
+        if any(".lora_" in name for name, _ in self.transformer.named_parameters()):
+            raise ValueError(
+                "save_pretrained: the transformer carries a LoRA adapter; fold it in first "
+                "(pipe.fuse_lora(); pipe.unload_lora_weights()), or merge it into the base model with "
+                "kinema-wm merge-lora"
+            )
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def to(self, *args, **kwargs):
-        """Moves the diffusers components and the action controller."""
+        """Moves the components (the controller among them); the controller also takes the transformer's dtype."""
         super().to(*args, **kwargs)
-        if self.action_controller is not None:
-            self.action_controller.to(device=self.transformer.device, dtype=self.transformer.dtype)
+        controller, target = self.action_controller, (self.transformer.device, self.transformer.dtype)
+        if controller is not None and (controller.device, controller.dtype) != target:
+            controller.to(device=target[0], dtype=target[1])
         return self
 
     def check_action_inputs(self, height: int, width: int, num_frames: int, num_inference_steps: int) -> int:
@@ -114,8 +168,11 @@ class WanActionPipeline(WanPipeline):
         """Generates B = len(prompt) videos that start from ``input_image`` and follow the actions.
 
         action_binary / action_magnitude: (B, F_lat - 1, 8) or (F_lat - 1, 8) (F_lat = (num_frames - 1) / 4 + 1;
-        81 frames -> 20 actions), raw magnitudes. ``step_callback(step, model_input_latents)`` sees what the
-        transformer receives at each step.
+        81 frames -> 20 actions). Magnitudes are raw: the controller multiplies them by its magnitude_scale
+        ([100, 100, 100, 100, 1, 1, 1, 1] for the drone) itself, so do not pre-scale them as the design's inference
+        code does (translations would reach the model 10^4 x too large); a warning says so, once per call, when
+        magnitudes look pre-scaled. ``step_callback(step, model_input_latents)`` sees what the transformer receives
+        at each step.
         """
         latent_frames = self.check_action_inputs(height, width, num_frames, num_inference_steps)
         if output_type not in ("np", "latent"):
@@ -130,6 +187,7 @@ class WanActionPipeline(WanPipeline):
             action_binary, action_magnitude = prepare_actions(
                 action_binary, action_magnitude, latent_frames, controller.action_dim, device, dtype
             )
+            controller.warn_if_prescaled(action_magnitude, stacklevel=3)  # the line that called the pipeline
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch = len(prompts)
         if action_binary is not None and action_binary.shape[0] not in (1, batch):
@@ -174,7 +232,8 @@ class WanActionPipeline(WanPipeline):
             timestep = token_timesteps(t.expand(batch), latent_frames, tokens_per_frame).to(device)
 
             def predict(text, actions, magnitudes, model_input=model_input, timestep=timestep):
-                return self.action_model(model_input, timestep, text, actions, magnitudes).float()
+                with _offload_hooks(self.transformer, self.action_model.controller):
+                    return self.action_model(model_input, timestep, text, actions, magnitudes).float()
 
             conditional = predict(prompt_embeds, action_binary, action_magnitude)
             noise_pred = conditional
@@ -188,6 +247,7 @@ class WanActionPipeline(WanPipeline):
             latents = fuse_first_frame(latents, condition)
 
         if output_type == "latent":
+            self.maybe_free_model_hooks()
             return WanActionPipelineOutput(frames=latents)
         video = decode_latents(self.vae, latents)  # (B, 3, F, H, W) in [-1, 1]
         frames = ((video + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, F, H, W, 3) in [0, 1]

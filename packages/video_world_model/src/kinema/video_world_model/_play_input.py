@@ -81,18 +81,40 @@ def parse_block_actions(source: str | os.PathLike, num_blocks: int) -> list[int]
 
 
 def parse_keys(data: str) -> list[str]:
-    """Typed characters -> the actions they name, in order ("quit" for q); other keys are ignored."""
+    """Typed characters -> the actions they name, in order ("quit" for q); other keys are ignored.
+
+    An escape sequence is consumed whole and ignored unless it is a bound arrow, so the bytes of Ctrl+Left
+    (``ESC [ 1 ; 5 D``) or F5 never read as the letter keys they end with; one cut short at the end is dropped.
+    """
     actions, i = [], 0
     while i < len(data):
-        if data[i] == "\x1b" and data[i : i + 3] in KEY_BINDINGS:
-            actions.append(KEY_BINDINGS[data[i : i + 3]])
-            i += 3
+        if data[i] == "\x1b":
+            end = _escape_end(data, i)
+            if data[i:end] in KEY_BINDINGS:
+                actions.append(KEY_BINDINGS[data[i:end]])
+            i = end
             continue
         key = data[i].lower()
         if key in KEY_BINDINGS:
             actions.append(KEY_BINDINGS[key])
         i += 1
     return actions
+
+
+def _escape_end(data: str, start: int) -> int:
+    """The index just past the escape sequence at ``data[start]`` (ECMA-48): CSI ``ESC [`` parameter and
+    intermediate bytes then one final byte in @..~; SS3 ``ESC O`` and one byte; else ESC and one byte (Alt+key)."""
+    i = start + 1
+    if i >= len(data):
+        return i
+    if data[i] == "O":  # SS3: one more byte (the application-mode arrows)
+        return min(i + 2, len(data))
+    if data[i] != "[":
+        return i + 1
+    i += 1
+    while i < len(data) and "\x20" <= data[i] <= "\x3f":  # parameter (0-9 ; < = > ?) and intermediate bytes
+        i += 1
+    return min(i + 1, len(data))  # the final byte (@ to ~), when it arrived
 
 
 def choose_action(pressed: list[str]) -> str:

@@ -1,7 +1,8 @@
 """What do the actions do? Videos from the same noise at several action scales, and the with/without diagnostic.
 
-- :func:`scan_actions`: one video per action scale (actions x scale, so 0 means no action), optionally one row per
-  action type (only that action, at the scanned magnitudes), all from the same initial noise.
+- :func:`scan_actions`: one video per action scale (the magnitudes x scale, the binary flags unchanged; 0 means no
+  action), optionally one row per action type (only that action, at the scanned magnitudes), all from the same
+  initial noise.
 - :func:`action_effect`: the mean absolute difference per latent frame between the videos generated with and
   without the actions from the same noise; near 0 for an untrained controller, growing as it learns to steer.
 """
@@ -72,9 +73,12 @@ def scan_actions(
     seed: int = 0,
     **call,
 ) -> ScanResult:
-    """binary, magnitude (T, 8) raw; one video per scale (and per action type with ``per_action``)."""
+    """binary, magnitude (T, 8) raw; one video per scale (and per action type with ``per_action``). A scale multiplies
+    the magnitudes only: the binary flags stay 0/1, the only values training shows (all 0 at scale 0)."""
     if not scales:
         raise ValueError("scales: give at least one scale, e.g. 0,0.5,1,2")
+    if any(s < 0 for s in scales):
+        raise ValueError(f"scales: {scales} has a negative scale; magnitudes are >= 0 in training")
     if pipe.action_controller is None:
         raise ValueError("--controller: scanning actions needs a trained controller")
     noise = initial_noise(pipe, height, width, num_frames, seed)
@@ -103,7 +107,9 @@ def scan_actions(
         row_binary, row_magnitude = inputs[row]
         for scale, column in zip(scales, columns):
             label = column if row == "" else f"{row} x{column}"
-            videos[label] = _generate(pipe, noise, row_binary * scale, row_magnitude * scale, "np", **common)
+            # the scale is how hard, not which actions: flags stay 0/1 as in training (scale 0 turns them off)
+            flags = row_binary if scale != 0 else np.zeros_like(row_binary)
+            videos[label] = _generate(pipe, noise, flags, row_magnitude * scale, "np", **common)
     return ScanResult(videos, rows, columns)
 
 

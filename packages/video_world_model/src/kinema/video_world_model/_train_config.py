@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES
-from ._flow_matching import PREDICTIONS
+from ._flow_matching import PREDICTIONS, SIGMA_SCHEDULES, WEIGHTINGS
 from ._loop_config import LoopConfig
 
 TRAINABLE_MODELS = ("action_controller", "lora")
@@ -22,7 +22,7 @@ WINDOW_HELP = (
     "--seed, the same after a resume) or all (every window); default random for train, all for cache"
 )
 # options added later whose default is what every run did before they existed: a checkpoint without them resumes
-FIELDS_ADDED_WITH_VALUE = {"flow_shift": 5.0, "prediction_type": "flow"}
+FIELDS_ADDED_WITH_VALUE = {"flow_shift": 5.0, "prediction_type": "flow", "sigma_schedule": "inference"}
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
     "q": "to_q",
     "k": "to_k",
@@ -75,10 +75,15 @@ class TrainConfig(LoopConfig):
     initialize_model_on_cpu: bool = False
     max_timestep_boundary: float = 1.0
     min_timestep_boundary: float = 0.0
-    loss_weighting: str = "none"
+    loss_weighting: str = "diffsynth"
     flow_shift: float = field(
         default=5.0, metadata={"help": "shift of the training sigmas (Wan2.2-TI2V: 5.0)"}
     )
+    sigma_schedule: str = field(
+        default="train",
+        metadata={"help": "train: the scheduler's training sigmas, as DiffSynth-Studio (smallest 0.005 at shift 5); "
+                  "inference: set_timesteps' sigmas, shifted twice at the low end (kinema <= 0.4)"},
+    )  # fmt: skip
     prediction_type: str = field(
         default="flow",
         metadata={"help": "what the transformer predicts: flow (noise - x0, Wan's) or sample (x0; small models "
@@ -123,8 +128,7 @@ class TrainConfig(LoopConfig):
             raise ValueError(
                 f"--prediction_type: expected one of {PREDICTIONS}, got {self.prediction_type!r}"
             )
-        if not self.flow_shift > 0:
-            raise ValueError(f"--flow_shift: expected > 0, got {self.flow_shift}")
+        check_flow_options(self)
         if self.lora_rank < 1:
             raise ValueError(f"--lora_rank: expected >= 1, got {self.lora_rank}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
@@ -175,6 +179,18 @@ class TrainConfig(LoopConfig):
             arguments["action_window"] = self.action_window
         arguments["magnitude_scale"] = list(magnitude_scale)
         return arguments
+
+
+def check_flow_options(config) -> None:
+    """The flow-matching options a config shares (flow_shift, sigma_schedule, loss_weighting), named on error."""
+    if not config.flow_shift > 0:
+        raise ValueError(f"--flow_shift: expected > 0, got {config.flow_shift}")
+    if config.sigma_schedule not in SIGMA_SCHEDULES:
+        raise ValueError(
+            f"--sigma_schedule: expected one of {SIGMA_SCHEDULES}, got {config.sigma_schedule!r}"
+        )
+    if config.loss_weighting not in WEIGHTINGS:
+        raise ValueError(f"--loss_weighting: expected one of {WEIGHTINGS}, got {config.loss_weighting!r}")
 
 
 def _model_dir_from_origin_paths(spec: str) -> Path:

@@ -88,6 +88,7 @@ class WorldModelTrainer(Trainer):
             min_timestep_boundary=config.min_timestep_boundary,
             max_timestep_boundary=config.max_timestep_boundary,
             weighting=config.loss_weighting,
+            sigma_schedule=config.sigma_schedule,
         )
         module = ActionTrainingModule(
             model, objective, vae, prompt_encoder, config.use_gradient_checkpointing_offload

@@ -15,8 +15,11 @@ Latent frame 0 (the first image) receives no action. Gradient checkpointing wrap
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import WanTransformer3DModel
+from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -26,7 +29,8 @@ from ._controller import WanActionController
 
 class WanActionTransformer(nn.Module):
     """forward(hidden_states (B, C, F, H, W), timestep (B,) or (B, L), encoder_hidden_states (B, S, Dt),
-    action_binary=None, action_magnitude=None) -> (B, C_out, F, H, W).
+    action_binary=None, action_magnitude=None, encoder_hidden_states_image=None, attention_kwargs=None)
+    -> (B, C_out, F, H, W).
 
     ``action_binary`` / ``action_magnitude``: (B, F - 1, A) (lists and 2-D inputs are accepted and converted),
     cast to the model's device and dtype. Without actions (or without a controller) this is the plain transformer.
@@ -64,6 +68,64 @@ class WanActionTransformer(nn.Module):
         encoder_hidden_states: torch.Tensor,
         action_binary=None,
         action_magnitude=None,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """``encoder_hidden_states_image`` (B, S_img, D_img) and ``attention_kwargs`` act as in diffusers' forward:
+        image embeddings through the condition embedder, placed before the text (the blocks' added K/V read them),
+        and ``attention_kwargs["scale"]``, the LoRA scale of this call (diffusers' blocks take no other key)."""
+        scale = self._lora_scale(attention_kwargs)
+        if scale != 1.0 and self.gradient_checkpointing and torch.is_grad_enabled():
+            # checkpointed blocks are recomputed in backward, after the scale is undone: gradients would be wrong
+            raise ValueError(
+                "attention_kwargs: a LoRA 'scale' other than 1 cannot be used with gradient checkpointing"
+            )
+        if (
+            encoder_hidden_states_image is not None
+            and self.transformer.condition_embedder.image_embedder is None
+        ):
+            raise ValueError(
+                "encoder_hidden_states_image: this transformer has no image embedder (config.image_dim is None; "
+                "Wan2.2-TI2V conditions on the first frame's latent instead)"
+            )
+        if USE_PEFT_BACKEND:
+            scale_lora_layers(self.transformer, scale)
+        try:
+            return self._forward(
+                hidden_states,
+                timestep,
+                encoder_hidden_states,
+                action_binary,
+                action_magnitude,
+                encoder_hidden_states_image,
+            )
+        finally:
+            if USE_PEFT_BACKEND:
+                unscale_lora_layers(self.transformer, scale)
+
+    @staticmethod
+    def _lora_scale(attention_kwargs: dict[str, Any] | None) -> float:
+        unknown = sorted(set(attention_kwargs or {}) - {"scale"})
+        if unknown:
+            raise ValueError(
+                f"attention_kwargs: {unknown} would be ignored; diffusers' Wan transformer reads only 'scale' "
+                "(the LoRA scale)"
+            )
+        scale = float((attention_kwargs or {}).get("scale", 1.0))
+        if scale != 1.0 and not USE_PEFT_BACKEND:
+            raise ValueError(
+                "attention_kwargs: 'scale' needs the PEFT backend (pip install peft) to scale LoRA layers"
+            )
+        return scale
+
+    def _forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        action_binary,
+        action_magnitude,
+        encoder_hidden_states_image: torch.Tensor | None,
     ) -> torch.Tensor:
         tr = self.transformer
         batch, _, frames, height, width = hidden_states.shape
@@ -98,13 +160,15 @@ class WanActionTransformer(nn.Module):
             timestep = timestep.flatten()
         else:
             ts_seq_len = None
-        temb, timestep_proj, encoder_hidden_states, _ = tr.condition_embedder(
-            timestep, encoder_hidden_states, None, timestep_seq_len=ts_seq_len
+        temb, timestep_proj, encoder_hidden_states, image_states = tr.condition_embedder(
+            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
         )
         if ts_seq_len is not None:
             timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, L, 6, C)
         else:
             timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, C)
+        if image_states is not None:  # image tokens first: diffusers' attention splits them off the front
+            encoder_hidden_states = torch.concat([image_states, encoder_hidden_states], dim=1)
 
         # 4. Transformer blocks, each followed (or modulated) by the controller where it injects
         for index, block in enumerate(tr.blocks):

@@ -58,7 +58,12 @@ def register(commands) -> None:
         parser.add_argument("--model_dir", help="override the base VACE model directory of the checkpoint")
         parser.add_argument("--clip_path", help="override the CLIP vision model directory of the checkpoint")
         parser.add_argument("--num_inference_steps", type=int, default=50)
-        parser.add_argument("--guidance_scale", type=float, default=5.0)
+        parser.add_argument(
+            "--guidance_scale",
+            type=float,
+            default=5.0,
+            help="classifier-free guidance (1 turns it off; default 5)",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
         parser.add_argument("--device", default=None)
@@ -144,7 +149,7 @@ def run_validate(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
     rows = validate(
         pipe.vace_e_model, pipe.vace_e_inputs, config, args.output_dir, args.episodes, args.test_data,
-        args.num_inference_steps, args.seed,
+        args.num_inference_steps, args.seed, guidance_scale=args.guidance_scale,
     )  # fmt: skip
     print((args.output_dir / "metrics.md").read_text())
     print(f"validated {len(rows)} episodes into {args.output_dir}")

@@ -18,12 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._loop_config import LoopConfig, load_config_file
-from .._train_config import DATASET_WINDOWS, lora_module_names
+from .._loop_config import LoopConfig, coerce_option, load_config_file
+from .._train_config import DATASET_WINDOWS, check_flow_options, lora_module_names
 
 TRAINABLE = ("vace_e", "dit", "vace", "lora")
 STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "max_steps"}
 SHIPPED_CONFIGS = ("vace_e_dev", "vace_e_lora", "vace_e_full")
+# what a run saved before these options existed trained with (shift 3 was fixed; kinema <= 0.4's sigmas and loss)
+FLOW_FIELDS_ADDED_WITH_VALUE = {"flow_shift": 3.0, "sigma_schedule": "inference", "loss_weighting": "none"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class VaceEConfig(LoopConfig):
     encoder_heads: int = 8
     use_reference_image: bool = True  # the embodiment image as VACE's reference frame when present
     guidance_loss_weight: float = 0.0  # the task-alignment guidance loss (off by default)
+    # flow matching (see kinema.video_world_model._flow_matching): Wan2.1 (VACE-1.3B) trains and samples at shift 3
+    flow_shift: float = 3.0
+    sigma_schedule: str = "train"
+    loss_weighting: str = "diffsynth"
     trainable_models: str = "vace_e"
     lora_rank: int = 32
     lora_target_modules: str = "q,k,v,o,ffn.0,ffn.2"
@@ -101,6 +107,7 @@ class VaceEConfig(LoopConfig):
             raise ValueError(
                 f"--dataset_window: expected one of {DATASET_WINDOWS}, got {self.dataset_window!r}"
             )
+        check_flow_options(self)
         self.stages()  # validates
         if self.debug:
             self.log_steps = 1
@@ -108,6 +115,8 @@ class VaceEConfig(LoopConfig):
     def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
         if key == "dataset_window":
             return "first"  # each episode's first num_frames frames, before the field existed
+        if key in FLOW_FIELDS_ADDED_WITH_VALUE:
+            return FLOW_FIELDS_ADDED_WITH_VALUE[key]
         return super().value_before_field(key, saved)
 
     def trainable(self, spec: str | None = None) -> list[str]:
@@ -137,14 +146,21 @@ class VaceEConfig(LoopConfig):
                 self.trainable(trainable)
             except ValueError as error:
                 raise ValueError(f"training_stages.{name}: {error}") from None
+            where = f"training_stages.{name}"
+            for key in ("num_epochs", "max_steps"):
+                count = coerce_option(options.get(key), "int | None", f"{where}.{key}")
+                if count is not None and count < 1:
+                    raise ValueError(f"{where}.{key}: expected >= 1, got {count}")
             stages.append(
                 Stage(
                     name,
                     trainable,
-                    float(options.get("learning_rate", self.learning_rate)),
-                    options.get("num_epochs"),
-                    options.get("max_steps"),
-                    options.get("description", ""),
+                    coerce_option(
+                        options.get("learning_rate", self.learning_rate), "float", f"{where}.learning_rate"
+                    ),
+                    coerce_option(options.get("num_epochs"), "int | None", f"{where}.num_epochs"),
+                    coerce_option(options.get("max_steps"), "int | None", f"{where}.max_steps"),
+                    coerce_option(options.get("description", ""), "str", f"{where}.description"),
                 )
             )
         return stages

@@ -168,7 +168,11 @@ class VaceETransformer(nn.Module):
         return (output, features) if return_features else output
 
     def _inject(self, hidden_states, tokens, mask, index: int, frames: int) -> torch.Tensor:
-        return self.injectors[str(index)](hidden_states, tokens, frames, cond_mask=mask)
+        # the stream's dtype, not the weights': under bf16 autocast the stream is bf16 while trained weights are
+        # fp32 master copies
+        return self.injectors[str(index)](
+            hidden_states, tokens.to(hidden_states.dtype), frames, cond_mask=mask
+        )
 
     @staticmethod
     def _direct(fn, *args):

@@ -1,11 +1,14 @@
 """VaceEPipeline: a demonstration video from a hands-masked control video, its mask and the task features.
 
 A ``diffusers.WanVACEPipeline`` (prompt encoding, VACE control latents and masks, the flow scheduler) whose
-denoising loop runs :class:`VaceETransformer`. Classifier-free guidance keeps the task tokens in both branches.
+denoising loop runs :class:`VaceETransformer`. Classifier-free guidance keeps the hand, object and image task
+tokens in both branches; the prompt token of the unconditional branch comes from the negative prompt, as its
+cross-attention does, so that branch is not text-conditioned through the injectors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
 from .._loading import load_diffusers_components
 from .._lora import add_lora
+from .._pipeline import run_offload_hook
 from .._train_config import lora_module_names
 from .._vae import decode_latents
 from ._config import VaceEConfig
@@ -96,6 +100,10 @@ class VaceEPipeline(WanVACEPipeline):
                 f"video: height and width must be multiples of {multiple}, got {tuple(video.shape[2:])}"
             )
         device, dtype = self._execution_device, self.transformer.dtype
+        # no pipeline components, so CPU offload leaves them where they are: they follow the execution device
+        for module in (*self.vace_e_model.added_modules(), self.vace_e_inputs.clip):
+            if module is not None:
+                module.to(device)
         batch = self._batch(
             prompt,
             video,
@@ -114,11 +122,13 @@ class VaceEPipeline(WanVACEPipeline):
         if vace_e_embodiment_image_features is not None:
             task.image_features = vace_e_embodiment_image_features.reshape(1, -1).to(device).float()
             task.has_image = torch.ones(1, dtype=torch.bool, device=device)
+        negative_task = dataclasses.replace(task, prompt_embeds=negative) if do_cfg else None
         shape = (1, self.transformer.config.in_channels, control.shape[2], control.shape[3], control.shape[4])
         latents = torch.randn(
             shape, generator=generator, device=generator.device if generator else device
         ).to(device)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        run_offload_hook(self.transformer)  # the loop calls the transformer's parts, never its hooked forward
         for t in self.progress_bar(self.scheduler.timesteps):
             timestep = t.expand(1)
             prediction = self.vace_e_model(
@@ -131,14 +141,21 @@ class VaceEPipeline(WanVACEPipeline):
             ).float()
             if do_cfg:
                 uncond = self.vace_e_model(
-                    latents.to(dtype), timestep, negative, control, task=task, num_reference_frames=references
+                    latents.to(dtype),
+                    timestep,
+                    negative,
+                    control,
+                    task=negative_task,
+                    num_reference_frames=references,
                 ).float()
                 prediction = uncond + guidance_scale * (prediction - uncond)
             latents = self.scheduler.step(prediction, t, latents, return_dict=False)[0]
         latents = latents[:, :, references:]
         if output_type == "latent":
+            self.maybe_free_model_hooks()
             return VaceEOutput(latents)
         frames = ((decode_latents(self.vae, latents) + 1) / 2).permute(0, 2, 3, 4, 1).cpu().numpy()
+        self.maybe_free_model_hooks()
         return VaceEOutput(frames)
 
     @staticmethod

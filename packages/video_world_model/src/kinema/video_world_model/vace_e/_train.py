@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -259,7 +260,9 @@ class VaceETrainer(Trainer):
             len(dataset)
             // (config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps),
         )
-        objective = FlowMatchingObjective(shift=3.0)  # Wan2.1 (VACE-1.3B) trains and samples with shift 3
+        objective = FlowMatchingObjective(
+            shift=config.flow_shift, weighting=config.loss_weighting, sigma_schedule=config.sigma_schedule
+        )
         return dataset, VaceETrainingModule(model, self.vace_inputs, objective, config.guidance_loss_weight)
 
     def export(self, step: int) -> None:
@@ -364,14 +367,17 @@ def run_stages(
     one resumes from its latest checkpoint, and each stage starts from the previous stage's weights."""
     results: dict[str, TrainResult | None] = {}
     previous = None
+    # every process runs the stages; only the first touches the stage folders, the others wait for it
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the Trainer's Accelerator (see _loop)
     for stage in config.stages():
         out = Path(config.output_path) / stage.name
         if (out / STAGE_DONE).is_file():
             results[stage.name], previous = None, out
             continue
         resume = "latest" if complete_checkpoints(out) else None
-        if resume is None and out.exists():
+        if resume is None and out.exists() and state.is_main_process:
             shutil.rmtree(out)  # started but never checkpointed: nothing trained is lost by starting over
+        state.wait_for_everyone()
         stage_config = replace(
             config,
             trainable_models=stage.trainable_models,
@@ -389,7 +395,9 @@ def run_stages(
         result = trainer.run()
         summary = {"stage": stage.name, "description": stage.description, "step": result.step,
                    "final_loss": result.losses.get(result.step)}  # fmt: skip
-        _atomic(out / STAGE_DONE, lambda tmp, s=summary: tmp.write_text(json.dumps(s, indent=2)))
+        if state.is_main_process:
+            _atomic(out / STAGE_DONE, lambda tmp, s=summary: tmp.write_text(json.dumps(s, indent=2)))
+        state.wait_for_everyone()
         results[stage.name], previous = result, out
     return results
 

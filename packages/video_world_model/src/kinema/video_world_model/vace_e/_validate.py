@@ -31,9 +31,11 @@ def validate(
     base_path: str | None = None,
     num_inference_steps: int | None = None,
     seed: int = 0,
+    guidance_scale: float = 5.0,
 ) -> list[dict]:
-    """Generates up to ``episodes`` episodes of ``base_path`` (default the config's validation set); writes
-    ``<episode>.mp4`` (target | generated), ``metrics.json`` and ``metrics.md`` in ``out_dir``. Returns the rows."""
+    """Generates up to ``episodes`` episodes of ``base_path`` (default the config's validation set) with
+    classifier-free guidance ``guidance_scale`` (1: none); writes ``<episode>.mp4`` (target | generated),
+    ``metrics.json`` and ``metrics.md`` in ``out_dir``. Returns the rows."""
     dataset = episode_dataset(config, base_path or config.validation_base_path)
     pipe_parts = inputs.pipe
     pipe = VaceEPipeline(
@@ -65,6 +67,7 @@ def validate(
                 hand,
                 objects,
                 num_inference_steps=num_inference_steps or config.validation_inference_steps,
+                guidance_scale=guidance_scale,
                 generator=generator,
             ).frames[0]  # fmt: skip  (T, H, W, 3) in [0, 1]
             target = ((to_unit_range(batch["video"][0]) + 1) / 2).permute(1, 0, 2, 3)  # (T, 3, H, W)
