@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -32,6 +33,26 @@ def test_train_writes_a_checkpoint(episodes, tmp_path, capsys):
     assert "step 3 (max_steps)" in out and json.loads(out.splitlines()[-1])["step"] == 3
     config = ACTConfig.load(tmp_path / "run")
     assert config.temporal_ensemble_coeff == 0.01 and config.n_action_steps == 1 and config.dim_model == 32
+
+
+def test_train_runs_on_the_original_act_recorder_layout(tmp_path, capsys):
+    """Files from tonyzhaozh/act record_sim_episodes.py (root attribute sim only; the task is the folder name)."""
+    from kinema.robot_data import RobotDataWarning
+    from kinema.robot_data.testing import write_act_sim_episodes
+
+    data = write_act_sim_episodes(tmp_path / "sim_transfer_cube_scripted", num_episodes=3, num_steps=10)
+    tiny_config().save(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(
+            ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "act_config.json"),
+             "--max-steps", "2", "--json", *FAST]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 2
+    said = [str(w.message) for w in caught if issubclass(w.category, RobotDataWarning)]
+    assert len(said) == 1 and "fps=50" in said[0], said  # the defaults, named once
+    assert ACTConfig.load(tmp_path / "run").notes["task"] == "sim_transfer_cube_scripted"
 
 
 def test_train_infers_dims_and_switches_remedies_on(episodes, tmp_path, monkeypatch):

@@ -97,7 +97,7 @@ POLICY_EDITS = {
         ],
         "observations/qpos",
     ),
-    "missing_task_attribute": (lambda f: f.attrs.__delitem__("task"), "attrs"),
+    "missing_sim_attribute": (lambda f: f.attrs.__delitem__("sim"), "attrs"),  # fps and task have defaults
 }
 TRUNCATIONS = (0.01, 0.3, 0.7, 0.95, 0.999)
 

@@ -58,7 +58,8 @@ class SkippedItem:
 
 
 class RobotDataWarning(UserWarning):
-    """Lenient mode left items out (the message lists them)."""
+    """Lenient mode left items out (the message lists them), or a reader filled in what a file lacks (the
+    root attributes the original ACT / ALOHA recorders do not write)."""
 
 
 def warn_skipped(dataset: str, skipped: Iterable[SkippedItem], total: int) -> None:

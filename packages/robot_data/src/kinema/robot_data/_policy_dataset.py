@@ -18,6 +18,7 @@ except ImportError:  # a platform without isal wheels: the standard library's zl
     from zlib import decompress as _inflate
     from zlib import error as _InflateError
 
+from ._act_aloha import check_frame_size, read_jpeg_frame, warn_defaults
 from ._errors import MissingFileError, RobotDataError, SkippedItem, warn_skipped
 from ._lenient import FallbackLoader, index_items
 from ._policy_io import _check_open
@@ -40,11 +41,14 @@ def _one_gzip_frame_per_chunk(images: h5py.Dataset) -> bool:
 def read_frame(images: h5py.Dataset, t: int, path: Path) -> np.ndarray:
     """Frame ``t`` of an image dataset (T, H, W, 3) -> (H, W, 3) uint8 (possibly a read-only array).
 
-    The layout :func:`write_policy_episode` writes (one gzip chunk per frame) is read with one direct chunk read
+    JPEG rows (T, bytes) of a compressed ALOHA recording (which ``_check_open`` accepted) are decoded. The layout
+    :func:`write_policy_episode` writes (one gzip chunk per frame) is read with one direct chunk read
     and one inflate (ISA-L's when installed, else zlib's), skipping HDF5's filter pipeline, chunk cache and
     selection (about 2x faster than ``images[t]`` with ISA-L); any other layout, and any chunk the fast path cannot
     read, goes through ``images[t]``.
     """
+    if images.ndim == 2:
+        return read_jpeg_frame(images, t, path)
     if _one_gzip_frame_per_chunk(images):
         try:
             filter_mask, raw = images.id.read_direct_chunk((t, 0, 0, 0))
@@ -79,6 +83,7 @@ class _Episode:
     qpos: np.ndarray  # (T, D), normalized when stats are given
     action: np.ndarray  # (T, A), normalized when stats are given
     environment_state: np.ndarray | None  # (T, E)
+    image_size: tuple[int, int]  # (H, W) of every camera's frames
 
 
 class PolicyEpisodeDataset(torch.utils.data.Dataset):
@@ -175,7 +180,8 @@ class PolicyEpisodeDataset(torch.utils.data.Dataset):
             raise RobotDataError(
                 path, "observations/environment_state", "missing (use_environment_state=True)"
             )
-        return _Episode(path, info.num_steps, arrays["qpos"], arrays["action"], env)
+        warn_defaults(path, info.defaults)
+        return _Episode(path, info.num_steps, arrays["qpos"], arrays["action"], env, sizes.pop())
 
     def _dims_consistent(self, episodes: list[_Episode], strict: bool) -> None:
         """Keeps the episodes whose dims match the first episode's (the others are bad items)."""
@@ -240,7 +246,12 @@ class PolicyEpisodeDataset(torch.utils.data.Dataset):
     def _load(self, index: int) -> dict:
         k, t = self.locate(index)
         episode = self.episodes[k]
-        frames = [read_frame(images, t, episode.path) for images in self._images(k)]  # each (H, W, 3) uint8
+        frames = [  # each (H, W, 3) uint8; a JPEG frame may decode to another size than the episode's frame 0
+            check_frame_size(
+                read_frame(images, t, episode.path), episode.image_size, episode.path, images.name[1:], t
+            )
+            for images in self._images(k)
+        ]
         pixels = np.empty((len(frames), *frames[0].shape), dtype=np.float32)  # (N, H, W, 3)
         for n, frame in enumerate(frames):
             pixels[n] = frame  # uint8 -> float32 in the same pass as the copy

@@ -9,6 +9,10 @@ Layout (T steps, D joint dims, A action dims, E environment-state dims; 14/14/14
     /action                          (T, A)        float32
     root attributes: sim (bool), fps (float), task (str), and any others given
 
+Readers also take the original ACT and ALOHA recorders' files (``_act_aloha``): without ``fps`` or ``task``
+(stated defaults, one warning per folder), without ``qvel`` (no policy uses it), and with JPEG-compressed
+images (root attribute ``compress``; (T, padded) uint8 rows, decoded to (H, W, 3) uint8).
+
 Images use gzip because it is HDF5's built-in deflate filter: every HDF5 reader (h5py, the C tools, MATLAB,
 h5dump) decodes it, unlike lzf, which only h5py and PyTables ship. One frame per chunk means reading a sample
 decompresses only its own frame.
@@ -18,16 +22,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ._act_aloha import (
+    check_compress_len,
+    check_frame_size,
+    is_compressed,
+    read_jpeg_frame,
+    read_jpeg_frames,
+    recorder_defaults,
+    warn_defaults,
+)
 from ._errors import RobotDataError
 from ._trajectories import open_hdf5
 
-REQUIRED_ATTRS = ("sim", "fps", "task")
+REQUIRED_ATTRS = ("sim", "fps", "task")  # what the writer requires; readers require only sim (see above)
 IMAGE_COMPRESSION = "gzip"
 IMAGE_COMPRESSION_LEVEL = 4
 
@@ -139,7 +152,8 @@ def write_policy_episode(
 
 @dataclass(frozen=True)
 class PolicyEpisodeInfo:
-    """What :func:`check_policy_episode` found: steps, dims, cameras and image sizes, attributes."""
+    """What :func:`check_policy_episode` found: steps, dims, cameras and image sizes, attributes (with the
+    defaults filled in) and ``defaults``, the attributes the file lacked and the values used for them."""
 
     path: str
     num_steps: int
@@ -148,6 +162,8 @@ class PolicyEpisodeInfo:
     environment_state_dim: int | None
     cameras: dict[str, tuple[int, int]]  # camera -> (H, W)
     attrs: dict
+    defaults: dict = field(default_factory=dict)
+    compressed: bool = False  # images are JPEG rows (ALOHA's compress)
 
 
 def _attr_value(value):
@@ -192,18 +208,24 @@ def _read_matrix(path, f: h5py.File, name: str, steps: int | None) -> np.ndarray
 
 def _check_open(path, f: h5py.File) -> tuple[PolicyEpisodeInfo, dict[str, np.ndarray]]:
     attrs = {key: _attr_value(value) for key, value in f.attrs.items()}
-    missing = [key for key in REQUIRED_ATTRS if key not in attrs]
-    if missing:
-        raise RobotDataError(path, "attrs", f"missing {missing}")
+    if "sim" not in attrs:
+        raise RobotDataError(path, "attrs", "missing ['sim']")
+    defaults = recorder_defaults(path, attrs)
+    attrs.update(defaults)
+    compressed = is_compressed(path, attrs)
     qpos = _read_matrix(path, f, "observations/qpos", None)
     steps = qpos.shape[0]
     if steps == 0:
         raise RobotDataError(path, "observations/qpos", "holds no time steps")
-    arrays = {"qpos": qpos, "qvel": _read_matrix(path, f, "observations/qvel", steps)}
-    if arrays["qvel"].shape != qpos.shape:
-        raise RobotDataError(
-            path, "observations/qvel", f"expected the shape of qpos {qpos.shape}, got {arrays['qvel'].shape}"
-        )
+    arrays = {"qpos": qpos}
+    if "observations/qvel" in f:
+        arrays["qvel"] = _read_matrix(path, f, "observations/qvel", steps)
+        if arrays["qvel"].shape != qpos.shape:
+            raise RobotDataError(
+                path,
+                "observations/qvel",
+                f"expected the shape of qpos {qpos.shape}, got {arrays['qvel'].shape}",
+            )
     arrays["action"] = _read_matrix(path, f, "action", steps)
     if "observations/environment_state" in f:
         arrays["environment_state"] = _read_matrix(path, f, "observations/environment_state", steps)
@@ -211,16 +233,28 @@ def _check_open(path, f: h5py.File) -> tuple[PolicyEpisodeInfo, dict[str, np.nda
         raise RobotDataError(path, "observations/images", "missing group")
     cameras = {}
     for camera in f["observations/images"]:
-        node = _dataset(path, f, f"observations/images/{camera}")
-        if node.dtype != np.uint8 or node.ndim != 4 or node.shape[-1] != 3 or node.shape[0] != steps:
+        name = f"observations/images/{camera}"
+        node = _dataset(path, f, name)
+        if compressed:
+            if node.dtype != np.uint8 or node.ndim != 2 or node.shape[0] != steps:
+                raise RobotDataError(
+                    path,
+                    name,
+                    f"expected ({steps}, bytes) uint8 JPEG rows (attribute compress is set), "
+                    f"got {node.shape} {node.dtype}",
+                )
+            cameras[camera] = read_jpeg_frame(node, 0, path).shape[:2]  # the size the frames decode to
+        elif node.dtype != np.uint8 or node.ndim != 4 or node.shape[-1] != 3 or node.shape[0] != steps:
             raise RobotDataError(
-                path,
-                f"observations/images/{camera}",
-                f"expected ({steps}, H, W, 3) uint8, got {node.shape} {node.dtype}",
+                path, name, f"expected ({steps}, H, W, 3) uint8, got {node.shape} {node.dtype}"
             )
-        cameras[camera] = (int(node.shape[1]), int(node.shape[2]))
+        else:
+            cameras[camera] = (int(node.shape[1]), int(node.shape[2]))
     if not cameras:
         raise RobotDataError(path, "observations/images", "holds no camera")
+    if compressed:
+        width = max(f[f"observations/images/{c}"].shape[1] for c in cameras)
+        check_compress_len(path, f, list(cameras), steps, width)
     env = arrays.get("environment_state")
     info = PolicyEpisodeInfo(
         str(path),
@@ -230,47 +264,58 @@ def _check_open(path, f: h5py.File) -> tuple[PolicyEpisodeInfo, dict[str, np.nda
         None if env is None else env.shape[1],
         cameras,
         attrs,
+        defaults,
+        compressed,
     )
     return info, arrays
 
 
 def check_policy_episode(path: str | os.PathLike, *, deep: bool = False) -> PolicyEpisodeInfo:
-    """Checks an episode file without reading its images (``deep=True`` also decompresses every image chunk).
+    """Checks an episode file without reading its images (``deep=True`` also decompresses every image chunk, and
+    decodes every JPEG frame). JPEG-compressed files have their first frame decoded, for its size.
 
     Raises :class:`RobotDataError` naming the file and the field: unopenable or truncated file, missing
-    group/dataset/attribute, wrong shape or dtype, steps that disagree, NaN or Inf.
+    group/dataset/attribute, wrong shape or dtype, steps that disagree, NaN or Inf. Warns once per folder when it
+    fills in missing attributes (see :class:`PolicyEpisodeInfo`).
     """
     with open_hdf5(path, "episode") as f:
         try:
             info, _ = _check_open(path, f)
             if deep:
-                for camera in info.cameras:
+                for camera, size in info.cameras.items():
                     name = f"observations/images/{camera}"
                     for t in range(info.num_steps):
+                        if info.compressed:
+                            check_frame_size(read_jpeg_frame(f[name], t, path), size, path, name, t)
+                            continue
                         try:
                             f[name][t]
                         except OSError as error:
                             raise RobotDataError(path, name, f"frame {t} unreadable ({error})") from error
         except (OSError, KeyError) as error:
             raise RobotDataError(path, "episode", f"unreadable ({error})") from error
+    warn_defaults(path, info.defaults)
     return info
 
 
 def read_policy_episode(path: str | os.PathLike) -> dict:
-    """A whole episode: ``qpos``, ``qvel``, ``action``, optional ``environment_state`` (float32 (T, dims)),
-    ``images`` {camera: (T, H, W, 3) uint8} and ``attrs`` (Python values). Checked like
-    :func:`check_policy_episode`."""
+    """A whole episode: ``qpos``, ``action``, optional ``qvel`` and ``environment_state`` (float32 (T, dims)),
+    ``images`` {camera: (T, H, W, 3) uint8} (JPEG frames decoded) and ``attrs`` (Python values, with defaults
+    for missing ``fps``/``task``). Checked like :func:`check_policy_episode`, which also says when defaults are
+    used; this function does not, so that processes reading episodes checked elsewhere stay quiet."""
     with open_hdf5(path, "episode") as f:
         try:
             info, arrays = _check_open(path, f)
             images = {}
-            for camera in info.cameras:
+            for camera, size in info.cameras.items():
+                name = f"observations/images/{camera}"
+                if info.compressed:
+                    images[camera] = read_jpeg_frames(f[name], path, size)
+                    continue
                 try:
-                    images[camera] = f[f"observations/images/{camera}"][()]
+                    images[camera] = f[name][()]
                 except OSError as error:
-                    raise RobotDataError(
-                        path, f"observations/images/{camera}", f"unreadable ({error})"
-                    ) from error
+                    raise RobotDataError(path, name, f"unreadable ({error})") from error
         except (OSError, KeyError) as error:
             raise RobotDataError(path, "episode", f"unreadable ({error})") from error
     return {**arrays, "images": images, "attrs": info.attrs}

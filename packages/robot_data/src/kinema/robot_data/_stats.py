@@ -1,6 +1,6 @@
 """Normalization statistics of policy episodes: computed once, saved beside the data, loaded by the policies.
 
-``stats[field]`` for field in ``qpos``, ``qvel``, ``action`` (and ``environment_state`` when every episode has it)
+``stats[field]`` for field in ``qpos``, ``action`` (and ``qvel``, ``environment_state`` when every episode has them)
 holds float32 arrays (dims,) ``mean``, ``std``, ``min``, ``max``, ``q01``, ``q99`` (1st and 99th percentiles) and
 ``count`` (steps). ``std`` is clipped below at 0.01, as ACT does, so a joint that never moves is not divided by ~0.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._act_aloha import warn_defaults
 from ._errors import MissingFileError, RobotDataError, require_exists
 from ._lenient import index_items
 from ._order import natural_key
@@ -75,16 +76,21 @@ def compute_policy_stats(
             raise MissingFileError(path, "episode")
         with open_hdf5(path, "episode") as f:
             try:
-                return _check_open(path, f)[1]
+                info, arrays = _check_open(path, f)
             except (OSError, KeyError) as error:
                 raise RobotDataError(path, "episode", f"unreadable ({error})") from error
+        warn_defaults(path, info.defaults)
+        return arrays
 
     episodes, _ = index_items("policy episodes (stats)", files, read, strict=strict)
     if not episodes:
         raise RobotDataError(str(root_or_files), "episodes", "no readable episode to compute statistics from")
-    fields = ["qpos", "qvel", "action"]
-    if all("environment_state" in e for e in episodes):
-        fields.append("environment_state")
+    always = ("qpos", "action")  # qvel and environment_state: when every episode has them
+    fields = [
+        name
+        for name in ("qpos", "qvel", "action", "environment_state")
+        if name in always or all(name in e for e in episodes)
+    ]
     stats = {}
     for name in fields:
         dims = {e[name].shape[1] for e in episodes}

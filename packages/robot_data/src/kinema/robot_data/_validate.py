@@ -11,10 +11,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ._act_aloha import check_frame_size, read_jpeg_frame
 from ._action_video import REQUIRED_COLUMNS, VIDEO_SUFFIXES, ActionVideoDataset, read_metadata_csv
 from ._detect import ACTION_VIDEO, POLICY, VACE_E, DetectedDataset
 from ._errors import RobotDataError, RobotDataWarning, SkippedItem
-from ._policy_io import check_policy_episode
+from ._policy_io import PolicyEpisodeInfo, check_policy_episode
 from ._stats import list_policy_episodes
 from ._vace_e import VaceEEpisodeDataset
 from ._video import probe_video
@@ -127,7 +128,7 @@ def _validate_policy(dataset: DetectedDataset, report: ValidationReport, deep: b
             continue
         if not deep:
             try:
-                _read_last_frames(path)
+                _read_last_frames(path, infos[-1])
             except RobotDataError as error:
                 report.items.append(_error(error))
                 infos.pop()
@@ -157,12 +158,16 @@ def _validate_policy(dataset: DetectedDataset, report: ValidationReport, deep: b
             report.items.append(ItemResult(info.path, OK, reason=f"{info.num_steps} steps"))
 
 
-def _read_last_frames(path: Path) -> None:
+def _read_last_frames(path: Path, info: PolicyEpisodeInfo) -> None:
     from ._trajectories import open_hdf5
 
     with open_hdf5(path, "episode") as f:
-        for camera in f["observations/images"]:
+        for camera, size in info.cameras.items():
             name = f"observations/images/{camera}"
+            last = info.num_steps - 1
+            if info.compressed:  # JPEG rows: decoded, so a row that is not a JPEG is found too
+                check_frame_size(read_jpeg_frame(f[name], last, path), size, path, name, last)
+                continue
             try:
                 f[name][-1]
             except OSError as error:

@@ -113,11 +113,13 @@ def register_validate(commands) -> None:
         commands,
         "validate",
         "check every episode or row of a dataset and list what is wrong",
-        "Detects the format of PATH (policy episodes, action-video CSV, VACE-E episodes), checks every item "
+        "Detects the format of PATH (policy episodes, kinema's or the original ACT / ALOHA recorders' HDF5; "
+        "action-video CSV; VACE-E episodes), checks every item "
         "(files present and readable, videos decodable to their last frame, shapes, NaN/Inf, lengths, task ids) "
         "and prints a table of items with the reason for each problem. Exit code 1 when anything is wrong.",
         "  kinema-data validate data/transfer_cube\n"
         "  kinema-data validate data/drone --json report.json\n"
+        "  kinema-data validate act_data/sim_transfer_cube_scripted   # ACT's record_sim_episodes.py output\n"
         "  kinema-data validate data/vace_e --metadata ph2d_metadata.json --strict\n",
     )
     _dataset_arguments(parser)
@@ -170,8 +172,8 @@ def register_stats(commands) -> None:
         "stats",
         "compute normalization statistics and write them (beside the dataset unless --out)",
         "Computes mean, std (clipped at 0.01), min, max and the 1st/99th percentiles per dimension and writes them "
-        "as JSON: policy episodes -> policy_stats.json (qpos, qvel, action, environment_state), action-video -> "
-        "action_stats.json, VACE-E -> vace_e_stats.json. The only command that writes beside a dataset.",
+        "as JSON: policy episodes -> policy_stats.json (qpos, action; qvel, environment_state when present), "
+        "action-video -> action_stats.json, VACE-E -> vace_e_stats.json. The only command that writes beside a dataset.",
         "  kinema-data stats data/transfer_cube\n  kinema-data stats data/transfer_cube --out runs/act/stats.json\n",
     )
     _dataset_arguments(parser)

@@ -9,7 +9,9 @@ requested kind. Values are deterministic so tests can check them:
 - VACE-E hand trajectories hold the source frame index in the right wrist's x position (column 9) and the left
   wrist's x position (column 0, dual-hand episodes);
 - policy episodes hold ``qpos[t, j] = 1000 * episode + t + j / 100``, ``action = qpos + 0.5`` and images whose
-  every pixel of camera c at step t is ``(t + 10 * episode + 50 * c) % 256``.
+  every pixel of camera c at step t is ``(t + 10 * episode + 50 * c) % 256``;
+- episodes in the original ACT / ALOHA recorders' layouts (:func:`write_act_sim_episodes`,
+  :func:`write_aloha_episodes`): values in ``_testing_act_aloha``'s docstring.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ import numpy as np
 from ._actions import format_action_json
 from ._policy_io import write_policy_episode
 from ._rotation import matrix_to_rot6d
+from ._testing_act_aloha import (  # noqa: F401  (part of this module's interface)
+    ACT_SIM_CAMERAS,
+    ALOHA_CAMERAS,
+    RED,
+    recorder_episode,
+    recorder_image,
+    write_act_sim_episodes,
+    write_aloha_episodes,
+)
 from ._video import write_video
 
 ACTION_VIDEO_BROKEN = (
@@ -767,8 +778,8 @@ def write_policy_dataset(
                     del f["observations/images"]
                 elif kind == "missing_dataset":
                     del f["action"]
-                elif kind == "missing_attrs":
-                    del f.attrs["fps"]
+                elif kind == "missing_attrs":  # sim: the one attribute readers require (fps and task default)
+                    del f.attrs["sim"]
                 elif kind == "wrong_shape":
                     del f["observations/qvel"]
                     f["observations"].create_dataset(
