@@ -30,6 +30,9 @@ def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
     )
     config = load(path)
     assert config.use_gradient_checkpointing is False and config.lora_rank == 8
+    # YAML 1.1 reads `no` as the boolean false
+    path.write_text("model_dir: m\ndataset_base_path: d\nmixed_precision: no\n")
+    assert load(path).mixed_precision == "no"
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,11 @@ def test_shipped_configs_parse_and_flags_override(tmp_path, data, models):
             "training_stages:\n  s1: {trainable_models: everything}\n",
             "training_stages.s1: trainable_models: unknown",
         ),
-        ("training_stages:\n  s1: {epochs: 3}\n", r"training_stages.s1: unknown keys \['epochs'\]"),
+        ("training_stages:\n  s1: {epoch: 3}\n", r"training_stages.s1: unknown keys \['epoch'\]"),
+        (
+            "training_stages:\n  s1: {epochs: 3, num_epochs: 4}\n",
+            "training_stages.s1: epochs and num_epochs disagree",
+        ),
         ("vace_e_layers: [0, 3\n", "not valid YAML"),
     ):
         bad.write_text(text)
@@ -195,6 +199,11 @@ def test_shipped_configs_parse_and_flags_override(tmp_path, data, models):
             )
     with pytest.raises(FileNotFoundError, match="--clip_path"):
         VaceEConfig(**required, clip_path=str(tmp_path / "no-clip"))
+    # the design note writes a stage's length as `epochs`: an alias of num_epochs
+    stage = VaceEConfig(
+        **required, training_stages={"s1": {"epochs": "3", "trainable_models": "vace_e"}}
+    ).stages()
+    assert (stage[0].num_epochs, stage[0].max_steps) == (3, None)
 
 
 def build_module(models, data, guidance=0.0, layers="0,2"):
@@ -245,6 +254,8 @@ def test_guidance_head_trains_only_when_weighted(models, data):
     batch = collate_vace_e([episode_dataset(config)[1]])
     module(batch, torch.Generator().manual_seed(0)).backward()
     assert module.model.guidance_head.net[1].weight.grad.abs().sum() > 0
+    assert module.model.guidance_head.objects.weight.grad[:6].abs().sum() > 0  # two objects' positions train
+    assert module.model.guidance_head.objects.weight.grad[6:].abs().sum() == 0  # padded object slots do not
     _, plain = build_module(models, data)
     assert plain.model.guidance_head is None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,9 +112,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[LoopConfig])
         flag, default = f"--{f.name}", f.default if f.default is not MISSING else None
         shown = "" if default is None else f" (default: {str(default).replace('%', '%%')})"
         if f.type in ("bool", bool):
-            groups[group_name].add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=text + shown
-            )
+            add_switch(groups[group_name], f.name, text + shown)
             continue
         kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
         choices = OPTION_CHOICES.get(f.name)
@@ -123,7 +122,50 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[LoopConfig])
         )  # fmt: skip
 
 
-def load_config_file(path: str | os.PathLike, cls: type[LoopConfig]) -> dict[str, Any]:
+def switch_value(name: str) -> Callable[[str], bool]:
+    """The type of switch ``--name``'s optional value: True/False, true/false, 1/0, yes/no (on/off)."""
+
+    def parse(text: str) -> bool:
+        value = text.strip().lower()
+        if value in _TRUE | _FALSE:
+            return value in _TRUE
+        raise argparse.ArgumentTypeError(
+            f"--{name}: expected True or False (true/false, 1/0, yes/no), got {text!r}"
+        )
+
+    parse.__name__ = "bool"
+    return parse
+
+
+_NO_VALUE = object()  # a switch given without a value
+
+
+class _Switch(argparse.Action):
+    """``--name`` / ``--name VALUE`` / ``--no-name`` in one action (as BooleanOptionalAction, plus a value)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        negative = option_string is not None and option_string.startswith("--no-")
+        if negative and values is not _NO_VALUE:
+            parser.error(f"{option_string}: takes no value (use {self.option_strings[0]} False)")
+        setattr(namespace, self.dest, (not negative) if values is _NO_VALUE else values)
+
+
+def add_switch(parser, name: str, help: str, dest: str | None = None) -> None:
+    """``--name`` (True), ``--name True|False`` (the design notes' spelling) and ``--no-name`` (False); None when
+    not given, so that a config file can fill it."""
+    parser.add_argument(
+        f"--{name}", f"--no-{name}", dest=dest or name, action=_Switch, nargs="?", const=_NO_VALUE, default=None,
+        type=switch_value(name), metavar="BOOL", help=help,
+    )  # fmt: skip
+
+
+def load_config_file(
+    path: str | os.PathLike,
+    cls: type[LoopConfig],
+    translate: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The file's options, each coerced to its field's type. ``translate(values, path)`` may first rewrite other
+    spellings (a design note's nested blocks) into field names; what is left must be fields."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config: no file at {path}")
@@ -137,6 +179,8 @@ def load_config_file(path: str | os.PathLike, cls: type[LoopConfig]) -> dict[str
         return {}
     if not isinstance(values, dict):
         raise ValueError(f"--config: {path} must hold a mapping of option names to values")
+    if translate is not None:
+        values = translate(values, str(path))
     types = {f.name: str(f.type) for f in fields(cls)}
     unknown = sorted(set(values) - set(types))
     if unknown:
@@ -183,6 +227,9 @@ def coerce_option(value: Any, kind: str, where: str) -> Any:
         return int(number)
     if isinstance(value, (dict, list)):
         raise ValueError(f"{where}: expected a {base}, got {type(value).__name__} {value!r}")
+    # YAML 1.1 reads the words no / yes / off / on as booleans: `mixed_precision: no` arrives as False
+    if isinstance(value, bool):
+        return "no" if not value else "yes"
     return value if isinstance(value, str) else str(value)  # `vace_e_layers: 0` is the text "0"
 
 

@@ -12,8 +12,7 @@ from kinema.robot_data import collate_vace_e
 
 from .._cli_common import DTYPES, resolve_device
 from .._grid import write_grid
-from .._loop_config import add_config_arguments
-from ._config import SHIPPED_CONFIGS, VaceEConfig, vace_e_config_from_args
+from ._config import SHIPPED_CONFIGS, VaceEConfig, add_vace_e_arguments, vace_e_config_from_args
 
 TRAIN_EXAMPLES = f"""examples:
   kinema-wm vace-e train --config vace_e_dev.yaml --model_dir models/Wan2.1-VACE-1.3B-diffusers \\
@@ -31,6 +30,10 @@ GENERATE_EXAMPLES = """examples:
 VALIDATE_EXAMPLES = """examples:
   kinema-wm vace-e validate --checkpoint runs/vace_e_lora --test_data data/vace_e_test \\
       --task_metadata_path data/ph2d_metadata.json --output_dir runs/vace_e_lora/test
+  kinema-wm vace-e validate --checkpoint runs/vace_e_lora/stage_2/vace_e.safetensors \\
+      --test_data data/vace_e_test --output_dir ./validation_results
+--checkpoint takes a run or stage folder, or a file inside one (its stage's exported weights load);
+--task_metadata_path defaults to the one the run trained with.
 Writes one mp4 per episode (target | generated), metrics.json and metrics.md (PSNR and SSIM over the whole frame,
 inside the hand mask and outside it).
 """
@@ -43,7 +46,7 @@ def register(commands) -> None:
     sub = vace.add_subparsers(dest="vace_command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="staged VACE-E training", epilog=TRAIN_EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    add_config_arguments(train, VaceEConfig)
+    add_vace_e_arguments(train)
     train.set_defaults(run=run_train)
     for name, examples, runner in (
         ("generate", GENERATE_EXAMPLES, run_generate),
@@ -52,9 +55,15 @@ def register(commands) -> None:
         parser = sub.add_parser(name, help=f"{name} with a trained VACE-E checkpoint", epilog=examples,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         parser.add_argument(
-            "--checkpoint", required=True, type=Path, help="a VACE-E training output (or stage) folder"
+            "--checkpoint",
+            required=True,
+            type=Path,
+            help="a VACE-E training output (or stage) folder, or a weights file (.pt/.safetensors) inside one: "
+            "its stage folder loads",
         )
-        parser.add_argument("--task_metadata_path", required=True)
+        parser.add_argument(
+            "--task_metadata_path", help="task metadata JSON (default: the one the run trained with)"
+        )
         parser.add_argument("--model_dir", help="override the base VACE model directory of the checkpoint")
         parser.add_argument("--clip_path", help="override the CLIP vision model directory of the checkpoint")
         parser.add_argument("--num_inference_steps", type=int, default=50)
@@ -100,10 +109,13 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _saved_config(args: argparse.Namespace) -> VaceEConfig:
-    from ._train import TRAIN_CONFIG, final_stage_dir
+    """The run's options as it saved them; --task_metadata_path and --model_dir replace its own when given."""
+    from ._train import TRAIN_CONFIG, final_stage_dir, resolve_checkpoint
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     saved = json.loads((final_stage_dir(args.checkpoint) / TRAIN_CONFIG).read_text())
-    values = saved["train_args"] | {"task_metadata_path": args.task_metadata_path, "training_stages": None}
+    metadata = args.task_metadata_path or saved["train_args"]["task_metadata_path"]
+    values = saved["train_args"] | {"task_metadata_path": metadata, "training_stages": None}
     values["model_dir"] = args.model_dir or saved["base_model"]
     return VaceEConfig(**values)
 

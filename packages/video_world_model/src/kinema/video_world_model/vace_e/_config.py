@@ -6,26 +6,31 @@
 
 Trainable models: ``vace_e`` (task-embodiment encoder + injectors (+ guidance head)), ``dit`` (every weight of the
 VACE transformer), ``vace`` (only VACE's control blocks and patch embedding), ``lora`` (LoRA on the transformer's
-attention and FFN). A stage may set ``trainable_models``, ``learning_rate``, ``num_epochs`` or ``max_steps`` and
-``description``; anything else in a stage is an error.
+attention and FFN). A stage may set ``trainable_models``, ``learning_rate``, ``num_epochs`` (or ``epochs``, the design
+note's spelling) or ``max_steps`` and ``description``; anything else in a stage is an error.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._loop_config import LoopConfig, coerce_option, load_config_file
+from .._loop_config import LoopConfig, add_config_arguments, add_switch, coerce_option, load_config_file
 from .._train_config import DATASET_WINDOWS, check_flow_options, lora_module_names
 
 TRAINABLE = ("vace_e", "dit", "vace", "lora")
-STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "max_steps"}
+STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "epochs", "max_steps"}
+LENGTH_KEYS = ("num_epochs", "epochs", "max_steps")  # how long a stage trains
+STAGE_KINDS = {"learning_rate": "float", "trainable_models": "str"}  # stage options a flag may replace
 SHIPPED_CONFIGS = ("vace_e_dev", "vace_e_lora", "vace_e_full")
 # what a run saved before these options existed trained with (shift 3 was fixed; kinema <= 0.4's sigmas and loss)
 FLOW_FIELDS_ADDED_WITH_VALUE = {"flow_shift": 3.0, "sigma_schedule": "inference", "loss_weighting": "none"}
+# the design note's switches (issue 26), off in runs saved before them
+SWITCHES_ADDED_OFF = {"verbose_logging": False, "save_intermediate_outputs": False}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,16 @@ class VaceEConfig(LoopConfig):
     validation_inference_steps: int = 20
     compile_model: bool = False
     debug: bool = False  # tiny step count, every step logged
+    verbose_logging: bool = field(
+        default=False,
+        metadata={"help": "log every step and print the first sample's shapes (as --debug does)"},
+    )
+    save_intermediate_outputs: bool = field(
+        default=False,
+        metadata={
+            "help": "no intermediate latents are saved (a warning says what is: checkpoints, validation videos)"
+        },
+    )
     output_path: str = "./models/train/vace_e"
     wandb_project: str = "kinema-vace-e"
 
@@ -109,7 +124,7 @@ class VaceEConfig(LoopConfig):
             )
         check_flow_options(self)
         self.stages()  # validates
-        if self.debug:
+        if self.debug or self.verbose_logging:
             self.log_steps = 1
 
     def value_before_field(self, key: str, saved: dict[str, Any]) -> Any:
@@ -117,6 +132,8 @@ class VaceEConfig(LoopConfig):
             return "first"  # each episode's first num_frames frames, before the field existed
         if key in FLOW_FIELDS_ADDED_WITH_VALUE:
             return FLOW_FIELDS_ADDED_WITH_VALUE[key]
+        if key in SWITCHES_ADDED_OFF:
+            return SWITCHES_ADDED_OFF[key]
         return super().value_before_field(key, saved)
 
     def trainable(self, spec: str | None = None) -> list[str]:
@@ -147,6 +164,7 @@ class VaceEConfig(LoopConfig):
             except ValueError as error:
                 raise ValueError(f"training_stages.{name}: {error}") from None
             where = f"training_stages.{name}"
+            options = _stage_epochs_alias(options, where)
             for key in ("num_epochs", "max_steps"):
                 count = coerce_option(options.get(key), "int | None", f"{where}.{key}")
                 if count is not None and count < 1:
@@ -164,6 +182,20 @@ class VaceEConfig(LoopConfig):
                 )
             )
         return stages
+
+
+def _stage_epochs_alias(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stage's options with the design note's ``epochs`` read as ``num_epochs`` (both given: they must agree)."""
+    if "epochs" not in options:
+        return options
+    options = dict(options)
+    epochs = coerce_option(options.pop("epochs"), "int | None", f"{where}.epochs")
+    if "num_epochs" in options:
+        num_epochs = coerce_option(options["num_epochs"], "int | None", f"{where}.num_epochs")
+        if num_epochs != epochs:
+            raise ValueError(f"{where}: epochs and num_epochs disagree ({epochs} and {num_epochs}); give one")
+    options["num_epochs"] = epochs
+    return options
 
 
 def shipped_config(name: str) -> Path:
@@ -184,9 +216,102 @@ def resolve_config_path(value: str) -> Path:
     raise FileNotFoundError(f"--config: no file at {path} (shipped configs: {', '.join(SHIPPED_CONFIGS)})")
 
 
+def add_vace_e_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kinema-wm vace-e train``'s flags: one per VaceEConfig field, and the design note's ``--vram_optimization``
+    and ``--cpu_offload`` switches (see :func:`_note_switches`)."""
+    add_config_arguments(parser, VaceEConfig)
+    group = parser.add_argument_group("design note switches")
+    add_switch(
+        group,
+        "vram_optimization",
+        "= --use_gradient_checkpointing (True) / no checkpointing, no offload (False)",
+    )
+    add_switch(
+        group,
+        "cpu_offload",
+        "= --use_gradient_checkpointing_offload: the checkpointed activations go to the CPU",
+    )
+
+
+def _note_switches(args: argparse.Namespace) -> dict[str, bool]:
+    """The fields ``--vram_optimization`` and ``--cpu_offload`` set (fields given as flags win)."""
+    values: dict[str, bool] = {}
+    vram, offload = getattr(args, "vram_optimization", None), getattr(args, "cpu_offload", None)
+    if vram is not None:
+        values |= {"use_gradient_checkpointing": vram} if vram else {
+            "use_gradient_checkpointing": False, "use_gradient_checkpointing_offload": False}  # fmt: skip
+    if offload is not None:
+        values["use_gradient_checkpointing_offload"] = offload
+        if offload:
+            values["use_gradient_checkpointing"] = True  # the offload is of checkpointed activations
+    return values
+
+
+def _stages_with_flags(stages: Any, flags: dict[str, Any]) -> Any:
+    """The file's stages with what the command line gives (``--num_epochs`` / ``--max_steps``, ``--learning_rate``,
+    ``--trainable_models``) in place of each stage's own, saying so: a flag wins over the file, and a staged file
+    says these per stage."""
+    if not isinstance(stages, dict) or not all(isinstance(s, dict) for s in stages.values()):
+        return stages  # VaceEConfig.stages() names the problem
+    stages = {name: dict(options) for name, options in stages.items()}
+    length = {key: flags[key] for key in ("num_epochs", "max_steps") if key in flags}
+    if length:
+        replaced = [
+            f"{name} ({', '.join(f'{k}: {v}' for k, v in options.items() if k in LENGTH_KEYS)})"
+            if any(k in LENGTH_KEYS for k in options)
+            else name
+            for name, options in stages.items()
+        ]
+        given = " ".join(f"--{key} {value}" for key, value in length.items())
+        warnings.warn(f"{given} replaces the length of {', '.join(replaced)}", UserWarning, stacklevel=3)
+        stages = {
+            name: {k: v for k, v in options.items() if k not in LENGTH_KEYS} | length
+            for name, options in stages.items()
+        }
+    for key in ("learning_rate", "trainable_models"):
+        if key not in flags:
+            continue
+        replaced = [
+            f"{name} ({coerce_option(options[key], STAGE_KINDS[key], f'training_stages.{name}.{key}')})"
+            if key in options
+            else name
+            for name, options in stages.items()
+        ]
+        warnings.warn(
+            f"--{key} {flags[key]} replaces the {key} of {', '.join(replaced)}", UserWarning, stacklevel=3
+        )
+        stages = {name: options | {key: flags[key]} for name, options in stages.items()}
+    return stages
+
+
 def vace_e_config_from_args(args: argparse.Namespace) -> VaceEConfig:
-    values = load_config_file(resolve_config_path(args.config), VaceEConfig) if args.config else {}
+    """The config file's options (the design note's blocks read through :mod:`._note_options`), then the flags
+    given on the command line on top."""
+    from ._note_options import read_note_options
+
+    path = resolve_config_path(args.config) if args.config else None
+    values = load_config_file(path, VaceEConfig, read_note_options) if path else {}
     flags = {
         f.name: getattr(args, f.name) for f in fields(VaceEConfig) if getattr(args, f.name, None) is not None
     }
-    return VaceEConfig(**(values | flags))
+    if values.get("training_stages") and set(flags) & {"num_epochs", "max_steps", *STAGE_KINDS}:
+        values["training_stages"] = _stages_with_flags(values["training_stages"], flags)
+    config = VaceEConfig(**(values | _note_switches(args) | flags))
+    if config.save_intermediate_outputs:
+        warnings.warn(
+            "save_intermediate_outputs: kinema saves no intermediate latents; a run keeps its checkpoints every "
+            "save_steps, the exported weights of each stage and, with validation_base_path and "
+            "validate_every_epochs, each validation's videos (target | generated) and metrics under "
+            "<output_path>/<stage>/validation/; --debug or --verbose_logging print the first sample's shapes",
+            UserWarning,
+            stacklevel=2,
+        )
+    if config.validate_every_epochs and config.validation_base_path is None:
+        warnings.warn(
+            f"validation: validate_every_epochs is {config.validate_every_epochs} but validation_base_path is not "
+            "set, so no validation runs during training (give --validation_base_path, a folder of held-out "
+            "episodes)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return config

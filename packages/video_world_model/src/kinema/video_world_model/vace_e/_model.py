@@ -23,23 +23,31 @@ from ._task_encoder import TaskEmbodimentEncoder, TaskInputs
 
 
 class TaskAlignmentHead(nn.Module):
-    """Predicts the per-latent-frame hand motion (B, F, 20) from the final hidden states (B, F*HW, D).
+    """Predicts per latent frame the hand motion (20) and, with ``max_objects``, each object's position (3):
+    (B, F*HW, D) -> (B, F, 20 + 3 * max_objects).
 
-    Trained with a masked L2 to the given hand motion (the guidance loss): it pushes the features, and through them
-    the generation, to agree with the commanded motion."""
+    Trained with a masked L2 to the given hand motion and object positions (the guidance loss): it pushes the
+    features, and through them the generation, to agree with the commanded motion. The object output is a layer of
+    its own, so a head saved before it existed (hand only, ``max_objects=0``) still loads."""
 
-    def __init__(self, model_dim: int, width: int = 256):
+    def __init__(self, model_dim: int, width: int = 256, max_objects: int = 0):
         super().__init__()
+        self.max_objects = max_objects
         self.net = nn.Sequential(
             nn.LayerNorm(model_dim), nn.Linear(model_dim, width), nn.SiLU(), nn.Linear(width, 20)
         )
+        self.objects = nn.Linear(width, 3 * max_objects) if max_objects else None
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         batch, tokens, dim = hidden_states.shape
         per_frame = (
             hidden_states.view(batch, num_frames, tokens // num_frames, dim).float().mean(2)
         )  # (B, F, D)
-        return self.net(per_frame.to(self.net[1].weight.dtype))
+        hidden = self.net[:3](per_frame.to(self.net[1].weight.dtype))  # (B, F, width)
+        hand = self.net[3](hidden)  # (B, F, 20)
+        return (
+            hand if self.objects is None else torch.cat([hand, self.objects(hidden)], -1)
+        )  # (B, F, 20 + 3N)
 
 
 class VaceETransformer(nn.Module):
@@ -56,6 +64,7 @@ class VaceETransformer(nn.Module):
         vace_e_layers: str | list[int] = "0,5,10,15,20,25",
         enable_vace_e: bool = True,
         guidance_head: bool = False,
+        guidance_objects: int = 0,
     ):
         super().__init__()
         config = vace.config
@@ -74,7 +83,7 @@ class VaceETransformer(nn.Module):
             # Zero-init the output projection: every injection adds exactly 0 at step 0 (plain VACE, bitwise), and
             # the projection's own gradient is non-zero, so it starts learning at once.
             nn.init.zeros_(injector.o_proj.weight)
-        self.guidance_head = TaskAlignmentHead(dim) if guidance_head else None
+        self.guidance_head = TaskAlignmentHead(dim, max_objects=guidance_objects) if guidance_head else None
         self.gradient_checkpointing = False
 
     @property

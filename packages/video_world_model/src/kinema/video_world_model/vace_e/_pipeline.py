@@ -216,7 +216,12 @@ def load_vace_e_pipeline(
             saved["lora"]["lora_rank"],
             lora_module_names(saved["lora"]["lora_target_modules"]),
         )
-    model = build_model(config, components, None if clip is None else clip.config.hidden_size)
+    model = build_model(
+        config,
+        components,
+        None if clip is None else clip.config.hidden_size,
+        saved["model"].get("guidance_objects", 0),  # heads saved before objects were predicted: hand only
+    )
     load_stage_weights(model, stage)
     model.eval()
     for module in model.added_modules():

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,41 @@ STAGE_DONE = "stage_done.json"
 
 
 def guidance_loss(
-    prediction: torch.Tensor, hand_motion: torch.Tensor, mask: torch.Tensor, reference_frames: int
+    prediction: torch.Tensor,
+    hand_motion: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    reference_frames: int,
+    object_trajectory: torch.Tensor | None = None,
+    object_trajectory_mask: torch.Tensor | None = None,
+    object_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Masked L2 between the head's per-latent-frame hand motion (B, R+F, 20) and the given motion pooled per
-    latent frame; reference frames and frames without motion count for nothing."""
+    """The guidance head's prediction (B, R+F, 20 [+ 3 * max_objects]) against the given motion pooled per latent
+    frame: a masked L2 to the hand motion (B, T_h, 20) plus, when objects are given, a masked L2 to each object's
+    position (object_trajectory (B, T_o, N, 9)[..., :3]; object_mask (B, N) drops padded objects). Reference frames,
+    frames without data and padded objects count for nothing; each term is a mean over what is valid."""
     video_frames = prediction.shape[1] - reference_frames
-    target, valid = pool_per_latent_frame(hand_motion.float(), mask, video_frames)  # (B, F, 20), (B, F)
-    error = (prediction[:, reference_frames:].float() - target).pow(2).mean(-1)  # (B, F)
-    return (error * valid).sum() / valid.sum().clamp(min=1)
+    predicted = prediction[:, reference_frames:].float()  # (B, F, 20 [+ 3 * max_objects])
+    loss = predicted.new_zeros(())
+    if hand_motion is not None:
+        target, valid = pool_per_latent_frame(hand_motion.float(), mask, video_frames)  # (B, F, 20), (B, F)
+        error = (predicted[..., :20] - target).pow(2).mean(-1)  # (B, F)
+        loss = loss + (error * valid).sum() / valid.sum().clamp(min=1)
+    if object_trajectory is not None:
+        batch, steps, objects, _ = object_trajectory.shape
+        capacity = (prediction.shape[-1] - 20) // 3
+        if objects > capacity:
+            raise ValueError(
+                f"guidance_loss: {objects} objects but the guidance head predicts {capacity} (max_objects)"
+            )
+        positions = object_trajectory[..., :3].float().reshape(batch, steps, objects * 3)
+        target, valid = pool_per_latent_frame(
+            positions, object_trajectory_mask, video_frames
+        )  # (B, F, 3N), (B, F)
+        error = (predicted[..., 20 : 20 + 3 * objects] - target).pow(2)
+        error = error.view(batch, video_frames, objects, 3).mean(-1)  # (B, F, N)
+        weights = valid.unsqueeze(-1) & object_mask.unsqueeze(1)  # (B, F, N)
+        loss = loss + (error * weights).sum() / weights.sum().clamp(min=1)
+    return loss
 
 
 class VaceETrainingModule(nn.Module):
@@ -105,11 +133,14 @@ class VaceETrainingModule(nn.Module):
             num_reference_frames=references, return_features=True,
         )  # fmt: skip
         loss = self.objective.loss(prediction, step, first_frame=references)
-        if self.guidance_weight > 0 and self.model.guidance_head is not None and task.hand_motion is not None:
-            predicted = self.model.guidance_head(features, latents.shape[2])
+        head = self.model.guidance_head
+        has_objects = task.object_trajectory is not None and head is not None and head.objects is not None
+        if self.guidance_weight > 0 and head is not None and (task.hand_motion is not None or has_objects):
+            predicted = head(features, latents.shape[2])
             loss = loss + self.guidance_weight * guidance_loss(
-                predicted, task.hand_motion, task.hand_motion_mask, references
-            )
+                predicted, task.hand_motion, task.hand_motion_mask, references,
+                *((task.object_trajectory, task.object_trajectory_mask, task.object_mask) if has_objects else ()),
+            )  # fmt: skip
         return loss
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
@@ -138,7 +169,11 @@ def episode_dataset(config: VaceEConfig, base_path: str | None = None) -> VaceEE
     )
 
 
-def build_model(config: VaceEConfig, components: dict[str, Any], clip_dim: int | None) -> VaceETransformer:
+def build_model(
+    config: VaceEConfig, components: dict[str, Any], clip_dim: int | None, guidance_objects: int | None = None
+) -> VaceETransformer:
+    """The VACE-E model; its guidance head (when guidance_loss_weight > 0) predicts ``guidance_objects`` objects'
+    positions besides the hand motion (default max_objects; 0 for a head saved before objects were predicted)."""
     vace = components["transformer"]
     dim = vace.config.num_attention_heads * vace.config.attention_head_dim
     encoder = TaskEmbodimentEncoder(
@@ -159,6 +194,7 @@ def build_model(config: VaceEConfig, components: dict[str, Any], clip_dim: int |
         config.vace_e_layers,
         config.enable_vace_e,
         guidance_head=config.guidance_loss_weight > 0,
+        guidance_objects=config.max_objects if guidance_objects is None else guidance_objects,
     )
 
 
@@ -212,7 +248,7 @@ class VaceETrainer(Trainer):
         dataset = episode_dataset(config)
         if len(dataset) == 0:
             raise ValueError(f"--dataset_base_path: no usable episode in {config.dataset_base_path}")
-        if config.debug:
+        if config.debug or config.verbose_logging:
             sample = dataset[0]
             shapes = {k: tuple(v.shape) for k, v in sample.items() if torch.is_tensor(v)}
             print(
@@ -306,6 +342,7 @@ class VaceETrainer(Trainer):
                 "max_objects": config.max_objects,
                 "image_dim": None if clip is None else clip.config.hidden_size,
                 "guidance_head": model.guidance_head is not None,
+                "guidance_objects": 0 if model.guidance_head is None else model.guidance_head.max_objects,
                 "use_reference_image": config.use_reference_image,
             },
             "lora": {"lora_rank": config.lora_rank, "lora_target_modules": config.lora_target_modules}
@@ -348,7 +385,13 @@ def load_stage_weights(model: VaceETransformer, stage_dir: Path) -> None:
         if part is None:
             continue
         own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        part.load_state_dict(own, strict=True)
+        missing, unexpected = part.load_state_dict(own, strict=False)
+        # a guidance head saved before it predicted object positions: its object layer starts fresh
+        if unexpected or any(not (prefix == "guidance_head." and k.startswith("objects.")) for k in missing):
+            raise ValueError(
+                f"{stage_dir}/{WEIGHTS}: {prefix.rstrip('.')} weights do not fit (missing {missing}, "
+                f"unexpected {unexpected})"
+            )
     if (Path(stage_dir) / "transformer").is_dir():
         trained = WanVACETransformer3DModel.from_pretrained(
             Path(stage_dir) / "transformer", local_files_only=True
@@ -417,6 +460,41 @@ def final_stage_dir(output_path: str | os.PathLike) -> Path:
             f"--checkpoint: {root} holds no finished VACE-E stage ({TRAIN_CONFIG} / {STAGE_DONE})"
         )
     return done[-1]
+
+
+CHECKPOINT_FILES = (".pt", ".pth", ".safetensors", ".bin")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``--checkpoint``: a run or stage folder as it is, or a weights file inside a run (the design note passes
+    ``checkpoint.pt``) as the stage folder holding it, whose exported weights are what loads. A file of an earlier
+    checkpoint step than the stage's exported one says so (warning): the exported weights load, not that step's."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--checkpoint: {path} does not exist (a VACE-E run or stage folder, or a file in one)"
+        )
+    if path.suffix not in CHECKPOINT_FILES:
+        raise ValueError(f"--checkpoint: {path}: expected a folder or a {'/'.join(CHECKPOINT_FILES)} file")
+    stage = next((p for p in path.resolve().parents if (p / TRAIN_CONFIG).is_file()), None)
+    if stage is None:
+        raise FileNotFoundError(
+            f"--checkpoint: {path} is not inside a VACE-E training output (no {TRAIN_CONFIG} in a folder above it)"
+        )
+    step_folder = next((p for p in path.resolve().parents if p.parent.name == "checkpoints"), None)
+    if step_folder is not None and step_folder.name.startswith("step-"):
+        exported = json.loads((stage / TRAIN_CONFIG).read_text()).get("step")
+        step = int(step_folder.name.removeprefix("step-"))
+        if exported is not None and step != exported:
+            warnings.warn(
+                f"--checkpoint: {path} is step {step}; kinema loads {stage}'s exported weights of step {exported} "
+                f"instead (pass the stage folder, or resume training from step {step} to export it)",
+                UserWarning,
+                stacklevel=2,
+            )
+    return stage
 
 
 def _atomic(path: Path, write) -> None:
