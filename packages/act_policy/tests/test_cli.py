@@ -111,3 +111,34 @@ def test_confuser_experiment_names_the_missing_data_folder(tmp_path, capsys):
     assert main([*argv, "--confuser-data", str(tmp_path / "absent")]) == 1
     assert f"--confuser-data: {tmp_path / 'absent'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_reads_a_lerobot_dataset_folder_as_its_episodes(episodes, tmp_path, capsys):
+    """kinema's recordings exported to LeRobot v3.0 train like the HDF5 folder they came from: same episodes, same
+    normalization statistics, same losses."""
+    from kinema.act_policy._loop import episode_files
+    from kinema.robot_data.lerobot import export_lerobot
+
+    lerobot = export_lerobot(episodes, tmp_path / "lerobot", progress=False)
+    refs = episode_files(lerobot)
+    assert [str(p) for p in refs] == [
+        f"{lerobot}#episode_{i:06d}" for i in range(len(episode_files(episodes)))
+    ]
+    tiny_config().save(tmp_path)
+    runs = {}
+    for name, data in (("hdf5", episodes), ("lerobot", lerobot)):
+        code = main(
+            ["train", "--data", str(data), "--out", str(tmp_path / name), "--config", str(tmp_path / "act_config.json"),
+             "--coordinates", "--max-steps", "2", "--json", *FAST]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        runs[name] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert runs["lerobot"]["step"] == runs["hdf5"]["step"] == 2
+    # images went through H.264 (qpos, actions and coordinates are exact), so the validation losses agree closely
+    assert runs["lerobot"]["val"] and runs["lerobot"]["val"].keys() == runs["hdf5"]["val"].keys()
+    for key, value in runs["hdf5"]["val"].items():
+        assert runs["lerobot"]["val"][key] == pytest.approx(value, rel=0.05), key
+    stats = {name: json.loads((tmp_path / name / "policy_stats.json").read_text()) for name in runs}
+    assert (
+        stats["lerobot"]["fields"]["qpos"] == stats["hdf5"]["fields"]["qpos"]
+    )  # same steps, same statistics

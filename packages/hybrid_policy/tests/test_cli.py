@@ -72,3 +72,15 @@ def test_ablate_rejects_unknown_variants(tmp_path, capsys):
     assert "task: unknown 'pong'" in capsys.readouterr().err
     assert main(["ablate", "--task", "dock", "--demos", "ten", "--out", str(tmp_path)]) == 1
     assert "--demos" in capsys.readouterr().err
+
+
+def test_train_reads_a_lerobot_dataset_folder(dock_data, tmp_path, capsys):
+    """The dock recordings exported to LeRobot v3.0 train the hybrid through the same episode readers."""
+    from kinema.robot_data.lerobot import export_lerobot
+
+    lerobot = export_lerobot(dock_data, tmp_path / "lerobot", progress=False)
+    args = ["train", "--data", str(lerobot), "--out", str(tmp_path / "run"), "--variant", "C", "--size", "tiny",
+            "--max-steps", "2", "--batch-size", "2"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "run" / "hybrid_config.json").read_text())
+    assert config["config"]["state_dim"] > 0 and (tmp_path / "run" / "model.safetensors").is_file()

@@ -1,4 +1,4 @@
-"""Which kind of dataset a path holds: policy episodes, action-video clips or VACE-E episodes."""
+"""Which kind of dataset a path holds: policy episodes, action-video clips, VACE-E episodes or a LeRobot folder."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from ._errors import RobotDataError, require_exists
 from ._stats import EPISODE_SUFFIXES
 from ._vace_e import _EPISODE
+from .lerobot._layout import is_lerobot_dataset
 
-POLICY, ACTION_VIDEO, VACE_E = "policy-episodes", "action-video", "vace-e"
-FORMATS = (POLICY, ACTION_VIDEO, VACE_E)
+POLICY, ACTION_VIDEO, VACE_E, LEROBOT = "policy-episodes", "action-video", "vace-e", "lerobot"
+FORMATS = (POLICY, ACTION_VIDEO, VACE_E, LEROBOT)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def detect_format(path: str | os.PathLike, metadata: str | os.PathLike | None = 
     - an ``.hdf5``/``.h5`` file, or a folder holding such files: policy episodes;
     - a ``.csv`` file, a folder with ``metadata.csv`` (or exactly one CSV), or a folder with ``--metadata`` a CSV:
       action-video clips (file columns relative to the CSV's folder, or to ``path`` when it is a folder);
-    - a folder of task folders holding ``episode_<n>/`` folders: VACE-E (``metadata`` is the task JSON).
+    - a folder of task folders holding ``episode_<n>/`` folders: VACE-E (``metadata`` is the task JSON);
+    - a folder with ``meta/info.json`` naming a ``codebase_version``: a LeRobot dataset (v3.0, v2.1).
     """
     path = require_exists(path, "path")
     metadata = None if metadata is None else require_exists(metadata, "metadata")
@@ -39,6 +41,8 @@ def detect_format(path: str | os.PathLike, metadata: str | os.PathLike | None = 
         if path.suffix == ".csv":
             return DetectedDataset(ACTION_VIDEO, path.parent, path)
         raise RobotDataError(path, "format", "not a dataset: expected a folder, an .hdf5 episode or a .csv")
+    if is_lerobot_dataset(path):
+        return DetectedDataset(LEROBOT, path, None)
     if metadata is not None and metadata.suffix == ".csv":
         return DetectedDataset(ACTION_VIDEO, path, metadata)
     if (path / "metadata.csv").is_file():
@@ -54,5 +58,6 @@ def detect_format(path: str | os.PathLike, metadata: str | os.PathLike | None = 
     raise RobotDataError(
         path,
         "format",
-        "no dataset found: expected .hdf5 episodes, a metadata CSV, or <task>/episode_<n>/ folders",
+        "no dataset found: expected .hdf5 episodes, a metadata CSV, <task>/episode_<n>/ folders or a LeRobot "
+        "folder (meta/info.json)",
     )

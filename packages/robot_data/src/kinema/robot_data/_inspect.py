@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ._action_video import ActionVideoDataset
 from ._actions import DRONE_ACTIONS
-from ._detect import ACTION_VIDEO, POLICY, VACE_E, DetectedDataset
+from ._detect import ACTION_VIDEO, LEROBOT, POLICY, VACE_E, DetectedDataset
 from ._errors import RobotDataError
 from ._policy_io import check_policy_episode
 from ._stats import compute_policy_stats, list_policy_episodes, summarize
@@ -23,6 +23,7 @@ STATS_FILE_NAMES = {
     POLICY: "policy_stats.json",
     ACTION_VIDEO: "action_stats.json",
     VACE_E: "vace_e_stats.json",
+    LEROBOT: "policy_stats.json",
 }
 
 
@@ -43,7 +44,42 @@ def inspect_dataset(dataset: DetectedDataset, num_frames: int | None = None) -> 
         return _inspect_policy(dataset)
     if dataset.format == ACTION_VIDEO:
         return _inspect_action_video(dataset, num_frames)
+    if dataset.format == LEROBOT:
+        return _inspect_lerobot(dataset)
     return _inspect_vace_e(dataset, num_frames)
+
+
+def _inspect_lerobot(dataset: DetectedDataset) -> list[tuple[str, str]]:
+    from .lerobot import LeRobotEpisodes
+
+    episodes = LeRobotEpisodes(dataset.root)
+    infos = [episodes.check_episode(ref) for ref in episodes.episodes]
+    lines = [
+        ("format", f"{dataset.format} {episodes.version}"),
+        ("episodes", str(len(infos))),
+        ("key map", ", ".join(f"{k} -> {v}" for k, v in episodes.key_map.items())),
+    ]
+    if not infos:
+        return lines
+    cameras = Counter(f"{c} {h}x{w}" for i in infos for c, (h, w) in i.cameras.items())
+    lines += [
+        ("steps", _lengths([i.num_steps for i in infos]) + f" (total {sum(i.num_steps for i in infos)})"),
+        ("fps", f"{episodes.fps:g}"),
+        ("tasks", _counts(Counter(str(i.attrs.get("task")) for i in infos))),
+        ("cameras", _counts(cameras)),
+        (
+            "qpos / action / env dims",
+            _counts(Counter(f"{i.qpos_dim} / {i.action_dim} / {i.environment_state_dim}" for i in infos)),
+        ),
+    ]
+    stats = episodes.stats()
+    for name in ("action", "qpos", "environment_state"):
+        if name in stats:
+            s = stats[name]
+            lines.append((f"{name} mean", np.array2string(s["mean"], precision=3, max_line_width=200)))
+            lines.append((f"{name} std", np.array2string(s["std"], precision=3, max_line_width=200)))
+            lines.append((f"{name} stats from", episodes.stats_source[name]))
+    return lines
 
 
 def _inspect_policy(dataset: DetectedDataset) -> list[tuple[str, str]]:
@@ -157,6 +193,10 @@ def dataset_stats(dataset: DetectedDataset, num_frames: int | None = None) -> di
     """
     if dataset.format == POLICY:
         return compute_policy_stats(dataset.root)
+    if dataset.format == LEROBOT:
+        from .lerobot import LeRobotEpisodes
+
+        return LeRobotEpisodes(dataset.root).stats()
     if dataset.format == ACTION_VIDEO:
         num_frames = num_frames or infer_num_frames(dataset.metadata)
         ds = _quiet(

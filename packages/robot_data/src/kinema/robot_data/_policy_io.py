@@ -270,14 +270,30 @@ def _check_open(path, f: h5py.File) -> tuple[PolicyEpisodeInfo, dict[str, np.nda
     return info, arrays
 
 
+def _lerobot_episode(path):
+    """(LeRobotEpisodes, ref) when ``path`` names an episode of a LeRobot folder (``<root>#episode_<n>``), else
+    None: the policy readers below accept those as they accept HDF5 files."""
+    if isinstance(path, str | os.PathLike) and "#episode_" not in os.fspath(path):
+        return None  # an HDF5 file: the common case, decided without importing the LeRobot reader
+    from .lerobot._reader import episode_ref, lerobot_episodes  # imported here: it imports this module
+
+    ref = episode_ref(path)
+    return None if ref is None else (lerobot_episodes(ref.root), ref)
+
+
 def check_policy_episode(path: str | os.PathLike, *, deep: bool = False) -> PolicyEpisodeInfo:
     """Checks an episode file without reading its images (``deep=True`` also decompresses every image chunk, and
     decodes every JPEG frame). JPEG-compressed files have their first frame decoded, for its size.
 
     Raises :class:`RobotDataError` naming the file and the field: unopenable or truncated file, missing
     group/dataset/attribute, wrong shape or dtype, steps that disagree, NaN or Inf. Warns once per folder when it
-    fills in missing attributes (see :class:`PolicyEpisodeInfo`).
+    fills in missing attributes (see :class:`PolicyEpisodeInfo`). An episode of a LeRobot folder
+    (``<root>#episode_<n>``, see :mod:`kinema.robot_data.lerobot`) is checked from its metadata instead.
     """
+    lerobot = _lerobot_episode(path)
+    if lerobot is not None:
+        episodes, ref = lerobot
+        return episodes.check_episode(ref)
     with open_hdf5(path, "episode") as f:
         try:
             info, _ = _check_open(path, f)
@@ -303,6 +319,10 @@ def read_policy_episode(path: str | os.PathLike) -> dict:
     ``images`` {camera: (T, H, W, 3) uint8} (JPEG frames decoded) and ``attrs`` (Python values, with defaults
     for missing ``fps``/``task``). Checked like :func:`check_policy_episode`, which also says when defaults are
     used; this function does not, so that processes reading episodes checked elsewhere stay quiet."""
+    lerobot = _lerobot_episode(path)
+    if lerobot is not None:
+        episodes, ref = lerobot
+        return episodes.read_episode(ref)
     with open_hdf5(path, "episode") as f:
         try:
             info, arrays = _check_open(path, f)

@@ -18,7 +18,7 @@ from ._act_aloha import warn_defaults
 from ._errors import MissingFileError, RobotDataError, require_exists
 from ._lenient import index_items
 from ._order import natural_key
-from ._policy_io import _check_open
+from ._policy_io import _check_open, _lerobot_episode
 from ._trajectories import open_hdf5
 
 STATS_FILE_NAME = "policy_stats.json"
@@ -30,12 +30,19 @@ EPISODE_SUFFIXES = (".hdf5", ".h5")
 
 def list_policy_episodes(root_or_files: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Episode files: a file, the ``*.hdf5``/``*.h5`` files of a folder (in numeric order, ``episode_2`` before
-    ``episode_10``; hidden temp files ignored), or a list of files (kept in its order). A root that does not exist
+    ``episode_10``; hidden temp files ignored), a list of files (kept in its order), or the episodes of a LeRobot
+    dataset folder as ``<root>#episode_<n>`` (which the policy readers accept). A root that does not exist
     raises :class:`MissingFileError`."""
     if isinstance(root_or_files, str | os.PathLike):
         root = require_exists(root_or_files, "root")
         if root.is_file():
             return [root]
+        if (
+            root / "meta" / "info.json"
+        ).is_file():  # a LeRobot dataset: <root>#episode_<n>, read by _policy_io
+            from .lerobot import LeRobotEpisodes
+
+            return [Path(str(ref)) for ref in LeRobotEpisodes(root).episodes]
         return sorted(
             (
                 p
@@ -72,6 +79,10 @@ def compute_policy_stats(
     files = list_policy_episodes(root_or_files)
 
     def read(path: Path) -> dict[str, np.ndarray]:
+        lerobot = _lerobot_episode(path)
+        if lerobot is not None:  # an episode of a LeRobot folder: its parquet rows (no video is decoded)
+            episodes, ref = lerobot
+            return episodes.read_arrays(ref)[0]
         if not path.exists():
             raise MissingFileError(path, "episode")
         with open_hdf5(path, "episode") as f:

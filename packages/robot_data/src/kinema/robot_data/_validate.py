@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ._act_aloha import check_frame_size, read_jpeg_frame
 from ._action_video import REQUIRED_COLUMNS, VIDEO_SUFFIXES, ActionVideoDataset, read_metadata_csv
-from ._detect import ACTION_VIDEO, POLICY, VACE_E, DetectedDataset
+from ._detect import ACTION_VIDEO, LEROBOT, POLICY, VACE_E, DetectedDataset
 from ._errors import RobotDataError, RobotDataWarning, SkippedItem
 from ._policy_io import PolicyEpisodeInfo, check_policy_episode
 from ._stats import list_policy_episodes
@@ -115,7 +115,26 @@ def validate_dataset(
         _validate_action_video(dataset, report, num_frames)
     elif dataset.format == VACE_E:
         _validate_vace_e(dataset, report, num_frames)
+    elif dataset.format == LEROBOT:
+        _validate_lerobot(dataset, report)
     return report
+
+
+def _validate_lerobot(dataset: DetectedDataset, report: ValidationReport) -> None:
+    """A LeRobot folder: its metadata (a bad info.json or episode table raises), then per episode its parquet
+    rows (count, frame_index, index range, NaN/Inf) and each camera's file, decoded at the episode's last frame."""
+    from .lerobot import LeRobotEpisodes
+
+    episodes = LeRobotEpisodes(dataset.root)
+    report.notes.append(f"LeRobot {episodes.version}, {episodes.fps:g} fps, key map {episodes.key_map}")
+    for ref in tqdm(episodes.episodes, desc="checking episodes", unit="episode"):
+        try:
+            arrays, _ = episodes.read_arrays(ref)
+            episodes.check_videos(ref)
+        except RobotDataError as error:
+            report.items.append(ItemResult(str(ref), ERROR, error.field, f"{error.path}: {error.reason}"))
+            continue
+        report.items.append(ItemResult(str(ref), OK, reason=f"{arrays['qpos'].shape[0]} steps"))
 
 
 def _validate_policy(dataset: DetectedDataset, report: ValidationReport, deep: bool) -> None:

@@ -114,7 +114,7 @@ def register_validate(commands) -> None:
         "validate",
         "check every episode or row of a dataset and list what is wrong",
         "Detects the format of PATH (policy episodes, kinema's or the original ACT / ALOHA recorders' HDF5; "
-        "action-video CSV; VACE-E episodes), checks every item "
+        "action-video CSV; VACE-E episodes; LeRobot v3.0 / v2.1 folders), checks every item "
         "(files present and readable, videos decodable to their last frame, shapes, NaN/Inf, lengths, task ids) "
         "and prints a table of items with the reason for each problem. Exit code 1 when anything is wrong.",
         "  kinema-data validate data/transfer_cube\n"
@@ -183,7 +183,43 @@ def register_stats(commands) -> None:
     parser.set_defaults(handler=_stats)
 
 
-REGISTRARS: list[Registrar] = [register_validate, register_inspect, register_stats, add_sim_commands]
+def _export_lerobot(args: argparse.Namespace) -> int:
+    from .lerobot import export_lerobot
+
+    if args.out.exists():
+        raise UsageError(f"OUT {args.out} already exists; choose a new folder")
+    out = export_lerobot(args.src, args.out, progress=not args.no_progress)
+    print(f"LeRobot v3.0 dataset written to {out}")
+    return 0
+
+
+def register_export_lerobot(commands) -> None:
+    parser = _subparser(
+        commands,
+        "export-lerobot",
+        "write kinema policy episodes (HDF5) as a LeRobot v3.0 dataset folder",
+        "Reads every policy episode of SRC (kinema's HDF5, or the ACT / ALOHA recorders') and writes OUT as a "
+        "LeRobot v3.0 dataset: meta/info.json, stats.json, tasks.parquet, meta/episodes, data parquet and one H.264 "
+        "mp4 per camera. qpos -> observation.state, qvel -> observation.velocity, action -> action, "
+        "environment_state -> observation.environment_state, images/<cam> -> observation.images.<cam>. OUT must not "
+        "exist; it appears only when complete. Needs pyarrow.",
+        "  kinema-data export-lerobot data/transfer_cube exports/transfer_cube_lerobot\n",
+    )
+    parser.add_argument(
+        "src", type=Path, metavar="SRC", help="folder of policy episodes (*.hdf5) or one episode"
+    )
+    parser.add_argument("out", type=Path, metavar="OUT", help="the LeRobot dataset folder to create")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_export_lerobot)
+
+
+REGISTRARS: list[Registrar] = [
+    register_validate,
+    register_inspect,
+    register_stats,
+    register_export_lerobot,
+    add_sim_commands,
+]
 """Functions that add subcommands; append to it (before calling :func:`main`) to add one."""
 
 
