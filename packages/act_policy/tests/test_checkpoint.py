@@ -84,3 +84,25 @@ def test_execution_overrides_on_load(tmp_path):
     policy = load_policy(tmp_path, device="cpu", n_action_steps=2)
     assert policy.temporal_ensemble_coeff is None and policy.n_action_steps == 2
     assert ACTConfig.load(tmp_path).n_action_steps == 8
+
+
+def test_lerobot_observation_names_give_the_same_actions():
+    """A LeRobot-style observation dict (observation.state, observation.images.<cam>, observation.environment_state)
+    drives the policy exactly as kinema's names do; a value given under both names is refused."""
+    from kinema.act_policy import ACTPolicy
+
+    torch.manual_seed(0)
+    config = tiny_config(environment_state_dim=2)
+    model = ACT(config).eval()
+    obs = fake_observation(config, 2, [0, 0])
+    lerobot = {"observation.state": obs["qpos"], "observation.environment_state": obs["environment_state"],
+               **{f"observation.images.{c}": v for c, v in obs["images"].items()},
+               **{k: v for k, v in obs.items() if k not in ("qpos", "environment_state", "images")}}  # fmt: skip
+    a, b = ACTPolicy(model, device="cpu"), ACTPolicy(model, device="cpu")
+    for policy in (a, b):
+        policy.reset(2)
+    for t in range(3):
+        obs["step"] = lerobot["step"] = np.array([t, t])
+        np.testing.assert_array_equal(a.act(obs), b.act(lerobot))
+    with pytest.raises(ValueError, match="'qpos' given twice"):
+        b.act(lerobot | {"qpos": obs["qpos"]})

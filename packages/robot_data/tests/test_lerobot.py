@@ -429,3 +429,19 @@ def test_validate_lists_a_broken_lerobot_episode(tmp_path, capsys):
     assert main(["validate", str(root)]) == 1
     text = capsys.readouterr().out
     assert "2 ok, 0 warning(s), 1 error(s)" in text and "episode_000002" in text
+
+
+def test_lerobot_observation_names_map_to_kinema_names():
+    from kinema.robot_data.lerobot import kinema_observation
+
+    state, top = np.zeros((2, 3)), np.zeros((2, 4, 4, 3), np.uint8)
+    plain = {"qpos": state, "images": {"top": top}, "step": np.array([0, 1])}
+    assert kinema_observation(plain) == plain  # kinema's own names pass as they are
+    mapped = kinema_observation({"observation.state": state, "observation.images.top": top, "task": "pick"})
+    assert mapped.keys() == {"qpos", "images", "task"} and mapped["images"]["top"] is top
+    custom = kinema_observation(
+        {"joints": state, "cam": top}, key_map={"joints": "qpos", "cam": "images/wrist"}
+    )
+    assert custom["qpos"] is state and custom["images"] == {"wrist": top}
+    with pytest.raises(ValueError, match="camera 'top' given twice"):
+        kinema_observation({"observation.images.top": top, "images": {"top": top}})

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from kinema.robot_data.lerobot import kinema_observation
+
 
 def ensemble_weights(coeff: float, count: int) -> torch.Tensor:
     """exp(-coeff * i) for i = 0..count-1 (float64): i = 0 weights the oldest prediction."""
@@ -123,7 +125,10 @@ class ChunkedSimPolicy:
 
     def _inputs(self, observation: dict, rows: np.ndarray) -> dict:
         """The model batch of ``rows`` from a SimPolicy observation (numpy, see kinema.robot_data.sim):
-        the configured cameras stacked (R, N, H, W, 3) uint8, qpos (R, D) and, when used, environment_state (R, E)."""
+        the configured cameras stacked (R, N, H, W, 3) uint8, qpos (R, D) and, when used, environment_state (R, E).
+        LeRobot's names (``observation.state``, ``observation.images.<cam>``, ``observation.environment_state``) are
+        accepted too, mapped as for LeRobot datasets."""
+        observation = kinema_observation(observation)
         config = self.model.config
         images = observation.get("images")
         if not isinstance(images, dict):
@@ -165,7 +170,9 @@ class ChunkedSimPolicy:
         self.executor.reset(self.num_envs, self.model.config.action_dim, self.device)
 
     def act(self, observation: dict) -> np.ndarray:
-        """Actions (N, A) float64 for the batch; rows with ``step`` 0 start over, inactive rows are not queried."""
+        """Actions (N, A) float64 for the batch; rows with ``step`` 0 start over, inactive rows are not queried.
+        LeRobot's observation names are accepted (see :meth:`_inputs`)."""
+        observation = kinema_observation(observation)
         steps = np.asarray(observation["step"])
         if steps.ndim != 1:
             raise ValueError(f"observation['step']: expected (N,), got {steps.shape}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kinema.robot_data.lerobot import kinema_observation
+
 from ._execution import ChunkedSimPolicy, ChunkExecutor
 from ._model import ACT
 
@@ -80,6 +82,7 @@ class ACTPolicy(ChunkedSimPolicy):
     @torch.no_grad()
     def predict_chunk(self, observation: dict, rows: np.ndarray | None = None) -> torch.Tensor:
         """Raw action chunks (R, C, A) float32 for ``rows`` (default all) of an observation batch."""
+        observation = kinema_observation(observation)  # LeRobot's names accepted
         num = len(np.asarray(observation["qpos"]))
         rows = np.arange(num) if rows is None else np.asarray(rows)
         chunks = self._predict(self._inputs(observation, rows))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from kinema.act_policy import ChunkedSimPolicy, ChunkExecutor
+from kinema.robot_data.lerobot import kinema_observation
 
 from ._config import SAMPLERS, check_sampling_steps
 from ._model import HybridPolicyModel
@@ -83,6 +84,7 @@ class HybridPolicy(ChunkedSimPolicy):
     ) -> torch.Tensor:
         """Raw action chunks (R, C, A) float32 for ``rows`` (default all) of an observation batch; ``z`` (R, L)
         overrides the latent (variants B, C)."""
+        observation = kinema_observation(observation)  # LeRobot's names accepted
         num = len(np.asarray(observation["qpos"]))
         rows = np.arange(num) if rows is None else np.asarray(rows)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

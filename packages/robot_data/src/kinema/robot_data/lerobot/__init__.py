@@ -2,6 +2,7 @@
 episodes as a LeRobot v3.0 folder. Needs pyarrow."""
 
 from ._layout import DEFAULT_KEY_MAP, is_lerobot_dataset
+from ._observation import kinema_observation
 from ._reader import LeRobotEpisodeRef, LeRobotEpisodes, read_lerobot_episode
 from ._writer import export_lerobot
 
@@ -11,5 +12,6 @@ __all__ = [
     "LeRobotEpisodes",
     "export_lerobot",
     "is_lerobot_dataset",
+    "kinema_observation",
     "read_lerobot_episode",
 ]
