@@ -1,4 +1,5 @@
-"""kinema.act_policy: ACT (Action Chunking with Transformers) with working coordinate conditioning.
+"""kinema.act_policy: ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning
+failure (design note 003; whether they beat it on the confuser scene is not measured yet).
 
 Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C chunk steps, A action dims.
 """

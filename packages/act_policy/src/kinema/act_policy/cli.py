@@ -242,7 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="kinema-act",
-        description="ACT (Action Chunking with Transformers) with working coordinate conditioning.",
+        description="ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning "
+        "failure (not yet measured on the confuser scene).",
         epilog="commands: train, eval, experiment confuser (each has --help with examples)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
