@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from kinema.robot_data import natural_key
+from kinema.robot_data import list_policy_episodes
 
 from ._data import check_episodes, load_episodes, split_episodes
 from ._io import load_torch, save_torch_atomic, write_json_atomic
@@ -103,22 +103,14 @@ class LoopHooks:
 def episode_files(data: str | os.PathLike | list) -> list[Path]:
     """A folder's ``*.hdf5`` / ``*.h5`` files (in numeric order, ``episode_2`` before ``episode_10``; hidden files
     skipped), one file, a list of files (kept in its order), or the episodes of a LeRobot dataset folder (v3.0 or
-    v2.1, as ``<root>#episode_<n>``, which kinema.robot_data's policy readers accept). "The first N" / "the last K" of it are by number."""
+    v2.1, as ``<root>#episode_<n>``, which kinema.robot_data's policy readers accept). "The first N" / "the last K"
+    of it are by number."""
     if isinstance(data, list | tuple):
         return [Path(p) for p in data]
     root = Path(data)
     if not root.exists():
         raise FileNotFoundError(f"--data: {root} does not exist")
-    if root.is_file():
-        return [root]
-    if (root / "meta" / "info.json").is_file():  # a LeRobot dataset: its episodes, as <root>#episode_<n>
-        from kinema.robot_data.lerobot import LeRobotEpisodes
-
-        return [Path(str(ref)) for ref in LeRobotEpisodes(root).episodes]
-    files = sorted(
-        (p for p in root.iterdir() if p.suffix in (".hdf5", ".h5") and not p.name.startswith(".")),
-        key=natural_key,
-    )
+    files = list_policy_episodes(root)  # kinema.robot_data's listing, LeRobot folders included
     if not files:
         raise FileNotFoundError(f"--data: {root} holds no episode files (*.hdf5)")
     return files

@@ -13,7 +13,7 @@ from ._policy_dataset import PolicyEpisodeDataset
 from ._policy_io import check_policy_episode, read_policy_episode, write_policy_episode
 from ._rotation import ROT6D_CONVENTION, matrix_to_rot6d, rot6d_to_matrix
 from ._sizes import check_wan_num_frames, num_action_steps, resolve_size, wan_num_frames
-from ._stats import compute_policy_stats, load_stats, save_stats
+from ._stats import compute_policy_stats, list_policy_episodes, load_stats, save_stats
 from ._task_metadata import load_task_metadata, task_prompt
 from ._vace_e import VaceEConfig, VaceEEpisodeDataset, collate_vace_e
 from ._version import __version__
@@ -40,6 +40,7 @@ __all__ = [
     "compute_policy_stats",
     "decode_counter",
     "format_action_json",
+    "list_policy_episodes",
     "load_stats",
     "load_task_metadata",
     "matrix_to_rot6d",

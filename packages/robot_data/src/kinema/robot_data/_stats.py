@@ -37,11 +37,12 @@ def list_policy_episodes(root_or_files: str | os.PathLike | Iterable[str | os.Pa
         root = require_exists(root_or_files, "root")
         if root.is_file():
             return [root]
-        if (
-            root / "meta" / "info.json"
-        ).is_file():  # a LeRobot dataset: <root>#episode_<n>, read by _policy_io
-            from .lerobot import LeRobotEpisodes
+        from .lerobot import (
+            LeRobotEpisodes,
+            is_lerobot_dataset,
+        )  # here: the LeRobot reader imports this module
 
+        if is_lerobot_dataset(root):  # its episodes as <root>#episode_<n>, which _policy_io reads
             return [Path(str(ref)) for ref in LeRobotEpisodes(root).episodes]
         return sorted(
             (

@@ -27,6 +27,7 @@ from ._layout import (
     EPISODES_DIR,
     EPISODES_JSONL,
     EPISODES_STATS_JSONL,
+    INFO_PATH,
     STATS_PATH,
     TASKS_JSONL,
     TASKS_PARQUET,
@@ -87,7 +88,7 @@ class LeRobotEpisodes:
         self.version = self.info["codebase_version"]
         self.fps = float(self.info["fps"])
         self.features = self.info["features"]
-        self.key_map = resolve_key_map(self.features, key_map, self.root / "meta/info.json")
+        self.key_map = resolve_key_map(self.features, key_map, self.root / INFO_PATH)
         self.arrays = {
             v: k for k, v in self.key_map.items() if not v.startswith("images/")
         }  # kinema -> lerobot
@@ -431,7 +432,7 @@ def episode_ref(path: str | os.PathLike | LeRobotEpisodeRef) -> LeRobotEpisodeRe
     if isinstance(path, LeRobotEpisodeRef):
         return path
     root, separator, index = os.fspath(path).rpartition("#episode_")
-    if not separator or not index.isdigit() or not (Path(root) / "meta" / "info.json").is_file():
+    if not separator or not index.isdigit() or not (Path(root) / INFO_PATH).is_file():
         return None
     return LeRobotEpisodeRef(root, int(index))
 
