@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +59,7 @@ class LoopConfig:
     use_wandb: bool = False
     wandb_project: str = "kinema"
     wandb_run_name: str | None = None
-    config: str | None = field(default=None, metadata={"help": "YAML or JSON file of these options"})
+    config: str | None = None  # a YAML or JSON file of these options
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "save_steps")

@@ -7,7 +7,7 @@ optimization, checkpoint and logging options are :class:`LoopConfig`'s, shared w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,6 @@ from ._loop_config import LoopConfig
 
 TRAINABLE_MODELS = ("action_controller", "lora")
 DATASET_WINDOWS = ("first", "random", "all")  # kinema.robot_data's ActionVideoConfig.window
-WINDOW_HELP = (
-    "which num_frames of a longer clip a sample takes: first, random (a start drawn per sample and epoch from "
-    "--seed, the same after a resume) or all (every window); default random for train, all for cache"
-)
 # options added later whose default is what every run did before they existed: a checkpoint without them resumes
 FIELDS_ADDED_WITH_VALUE = {"flow_shift": 5.0, "prediction_type": "flow", "sigma_schedule": "inference"}
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
@@ -55,7 +51,7 @@ class TrainConfig(LoopConfig):
     width: int | None = None
     num_frames: int = 81
     max_pixels: int | None = 1280 * 720
-    dataset_window: str | None = field(default=None, metadata={"help": WINDOW_HELP})
+    dataset_window: str | None = None  # None: random for train, all for cache
     # model
     model_dir: str | None = None
     model_id_with_origin_paths: str | None = None
@@ -76,19 +72,10 @@ class TrainConfig(LoopConfig):
     max_timestep_boundary: float = 1.0
     min_timestep_boundary: float = 0.0
     loss_weighting: str = "diffsynth"
-    flow_shift: float = field(
-        default=5.0, metadata={"help": "shift of the training sigmas (Wan2.2-TI2V: 5.0)"}
-    )
-    sigma_schedule: str = field(
-        default="train",
-        metadata={"help": "train: the scheduler's training sigmas, as DiffSynth-Studio (smallest 0.005 at shift 5); "
-                  "inference: set_timesteps' sigmas, shifted twice at the low end (kinema <= 0.4)"},
-    )  # fmt: skip
-    prediction_type: str = field(
-        default="flow",
-        metadata={"help": "what the transformer predicts: flow (noise - x0, Wan's) or sample (x0; small models "
-                  "trained from scratch, see kinema-wm's README)"},
-    )  # fmt: skip
+    # flow matching; every option's --help text is in _option_help.OPTION_HELP
+    flow_shift: float = 5.0
+    sigma_schedule: str = "train"
+    prediction_type: str = "flow"
     # defaults of the reference script that differ from LoopConfig's
     output_path: str = "./models/train/Wan2.2-TI2V-5B_action_controller"
     wandb_project: str = "kinema-wm"
