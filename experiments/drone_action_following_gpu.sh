@@ -7,6 +7,7 @@
 #
 #   source benchmarks/gpu_env.sh && bash experiments/drone_action_following_gpu.sh $OUT
 #   source benchmarks/gpu_env.sh && FINISH=1 BUDGET_MINUTES=7 bash experiments/drone_action_following_gpu.sh $OUT
+#   source benchmarks/gpu_env.sh && VARIANTS=adaln_tmod STEPS=1200 bash experiments/drone_action_following_gpu.sh $OUT
 #
 # The second form is the last call of a series: a variant that has not reached the preset's steps is generated
 # and scored at its last checkpoint (its results_<variant>.json records the steps trained).
@@ -23,6 +24,8 @@ reserve=${RESERVE_SECONDS:-100}
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 finish=()
 [ "${FINISH:-0}" = 1 ] && finish=(--finish)
+# more options for every variant process, e.g. STEPS=1200 to train past the preset's steps
+[ -n "${STEPS:-}" ] && finish+=(--steps "$STEPS")
 files=$(mktemp -d)
 wm() { python3 -m kinema.video_world_model.cli drone-experiment --preset "$preset" --work .bench/drone-$preset "$@"; }
 pack() {

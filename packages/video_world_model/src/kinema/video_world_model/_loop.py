@@ -27,13 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from diffusers.training_utils import cast_training_params
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ._checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from ._loop_config import LoopConfig
+from ._sharded_state import (
+    full_trainable_parameters,
+    is_sharded,
+    load_optimizer_checkpoint_state,
+    load_trainable,
+    optimizer_checkpoint_state,
+)
 from ._train_data import EpochSampler, collate
 
 
@@ -250,6 +257,12 @@ class Trainer(ABC):
         )
         # the scheduler stays outside accelerator.prepare: prepared, it steps once per process at every optimizer
         # step, so under N processes the warmup and the cosine would run N times too fast
+        if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+            # FSDP1 flattens parameters into FlatParameters: the controller's and LoRA's weights lose their names
+            raise ValueError(
+                "accelerate config: FSDP version 1 is not supported by kinema's trainers; set fsdp_version: 2 "
+                "(fsdp_config in the file given to accelerate launch --config_file)"
+            )
         self.module, self.optimizer = accelerator.prepare(module, optimizer)
         self.scheduler = scheduler
         self.raw = accelerator.unwrap_model(self.module)
@@ -271,28 +284,35 @@ class Trainer(ABC):
     def _save(self, step: int, stream: BatchStream) -> None:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
+        # under FSDP2 gathering the weights and the optimizer state is a collective: every process takes part
+        sharded = is_sharded(self.raw)
+        if not (sharded or accelerator.is_main_process):
             return
-        self.export(step)
-        if self.config.save_full_state:
-            exported, full = self._trainable_state()
-            save_checkpoint(
-                self.output,
-                step,
-                trainable=exported,
-                trainable_full=full,
-                optimizer_state=self.optimizer.state_dict(),
-                scheduler_state=self.scheduler.state_dict(),
-                trainer_state={
-                    "global_step": step,
-                    "epoch": stream.epoch,
-                    "data_position": stream.position,
-                    "rng": _encode_rng(),
-                    "config": self.config.to_dict(),
-                    "num_processes": accelerator.num_processes,
-                },
-                max_checkpoints=self.config.max_checkpoints,
-            )
+        save_full = self.config.save_full_state
+        optimizer_state = optimizer_checkpoint_state(self.raw, self.optimizer) if save_full else None
+        with full_trainable_parameters(self.raw):
+            if not accelerator.is_main_process:
+                return
+            self.export(step)
+            if save_full:
+                exported, full = self._trainable_state()
+                save_checkpoint(
+                    self.output,
+                    step,
+                    trainable=exported,
+                    trainable_full=full,
+                    optimizer_state=optimizer_state,
+                    scheduler_state=self.scheduler.state_dict(),
+                    trainer_state={
+                        "global_step": step,
+                        "epoch": stream.epoch,
+                        "data_position": stream.position,
+                        "rng": _encode_rng(),
+                        "config": self.config.to_dict(),
+                        "num_processes": accelerator.num_processes,
+                    },
+                    max_checkpoints=self.config.max_checkpoints,
+                )
 
     def _resume(self) -> tuple[int, int, int]:
         state = load_checkpoint(self.checkpoint)
@@ -303,10 +323,8 @@ class Trainer(ABC):
                 f"--resume_from: {self.checkpoint} holds other trainable weights "
                 f"(missing {sorted(set(own) - set(full))[:3]}, unexpected {sorted(set(full) - set(own))[:3]})"
             )
-        with torch.no_grad():
-            for name, parameter in own.items():
-                parameter.copy_(full[name].to(parameter.device, parameter.dtype))
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_trainable(self.raw, full)
+        load_optimizer_checkpoint_state(self.raw, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         trainer = state["trainer_state"]
         _restore_rng(trainer["rng"])
@@ -319,8 +337,12 @@ class Trainer(ABC):
         step, epoch, position = self._resume() if self.checkpoint is not None else (0, 0, 0)
         if accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
-            if step == 0:
-                self.export(0)  # the layout exists from the start, so the directory is recognized as a run
+        if step == 0:
+            with full_trainable_parameters(self.raw):  # a collective under FSDP2
+                if accelerator.is_main_process:
+                    self.export(
+                        0
+                    )  # the layout exists from the start, so the directory is recognized as a run
         if config.use_wandb:
             accelerator.init_trackers(
                 config.wandb_project, config=config.to_dict(), init_kwargs=_wandb_kwargs(config)
