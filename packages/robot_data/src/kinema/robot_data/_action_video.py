@@ -258,37 +258,54 @@ class ActionVideoDataset(torch.utils.data.Dataset):
     def _load(self, item: int, index: int) -> dict:
         i, step = self._windows.locate(item, index)  # the clip and its first action step
         clip = self.clips[i]
-        cfg = self.config
-        as_float = cfg.video_dtype == "float32"
-        frames = np.arange(cfg.num_frames) + TIME_COMPRESSION * step
-        actions = slice(step, step + self.num_actions)
-        video = read_video_frames(
-            clip.files["video"],
-            frames,
-            size=cfg.size,
-            max_pixels=None if cfg.size else cfg.max_pixels,
-            as_float=as_float,
-        )  # (T, H, W, 3)
-        video = torch.from_numpy(video).permute(3, 0, 1, 2)  # (3, T, H, W)
-        sample = {
-            "video": video,
-            "input_image": video[:, 0].clone(),
-            "prompt": clip.prompt,
-            "action_binary": torch.from_numpy(clip.binary[actions].copy()),
-            "action_magnitude": torch.from_numpy(clip.magnitude[actions].copy()),
-            "frame_indices": torch.from_numpy(frames),
-            "row": clip.row,
-        }
-        out_hw = tuple(video.shape[2:])
-        for key, path in clip.files.items():
-            if key == "video":
-                continue
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                extra = read_video_frames(path, frames, size=out_hw, as_float=as_float)
-                sample[key] = torch.from_numpy(extra).permute(3, 0, 1, 2)
-            else:
-                sample[key] = load_image(path, out_hw, as_float=as_float)
-        return sample
+        return load_clip_sample(
+            self.config, clip.files, clip.prompt, clip.binary, clip.magnitude, clip.row, step
+        )
+
+
+def load_clip_sample(
+    config: ActionVideoConfig,
+    files: dict[str, Path],
+    prompt: str,
+    binary: np.ndarray,
+    magnitude: np.ndarray,
+    row: str,
+    step: int,
+) -> dict:
+    """The sample of one clip's window starting at action ``step``: ``video`` (3, T, H, W), ``input_image``
+    (3, H, W), ``prompt``, ``action_binary`` / ``action_magnitude`` (A, 8), ``frame_indices`` (T,), ``row`` and one
+    tensor per extra file column. ``files`` maps the config's ``data_file_keys`` to local files."""
+    cfg = config
+    as_float = cfg.video_dtype == "float32"
+    frames = np.arange(cfg.num_frames) + TIME_COMPRESSION * step
+    actions = slice(step, step + num_action_steps(cfg.num_frames))
+    video = read_video_frames(
+        files["video"],
+        frames,
+        size=cfg.size,
+        max_pixels=None if cfg.size else cfg.max_pixels,
+        as_float=as_float,
+    )  # (T, H, W, 3)
+    video = torch.from_numpy(video).permute(3, 0, 1, 2)  # (3, T, H, W)
+    sample = {
+        "video": video,
+        "input_image": video[:, 0].clone(),
+        "prompt": prompt,
+        "action_binary": torch.from_numpy(binary[actions].copy()),
+        "action_magnitude": torch.from_numpy(magnitude[actions].copy()),
+        "frame_indices": torch.from_numpy(frames),
+        "row": row,
+    }
+    out_hw = tuple(video.shape[2:])
+    for key, path in files.items():
+        if key == "video":
+            continue
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            extra = read_video_frames(path, frames, size=out_hw, as_float=as_float)
+            sample[key] = torch.from_numpy(extra).permute(3, 0, 1, 2)
+        else:
+            sample[key] = load_image(path, out_hw, as_float=as_float)
+    return sample
 
 
 def load_image(path: Path, size_hw: tuple[int, int], *, as_float: bool) -> torch.Tensor:

@@ -99,8 +99,17 @@ def print_report(report: ValidationReport, strict: bool) -> None:
     print(f"\n{verdict}: {counts}" + (" (strict: warnings fail)" if strict else ""))
 
 
+def _is_shard_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "index.json").is_file() and any(path.glob("shard-*.tar"))
+
+
 def _validate(args: argparse.Namespace) -> int:
-    report = validate_dataset(_detect(args), num_frames=args.num_frames, deep=args.deep)
+    if _is_shard_folder(args.path):
+        from .shards import validate_shards
+
+        report = validate_shards(args.path, deep=args.deep)
+    else:
+        report = validate_dataset(_detect(args), num_frames=args.num_frames, deep=args.deep)
     print_report(report, args.strict)
     if args.json is not None:
         report.write_json(args.json, strict=args.strict)
@@ -114,19 +123,23 @@ def register_validate(commands) -> None:
         "validate",
         "check every episode or row of a dataset and list what is wrong",
         "Detects the format of PATH (policy episodes, kinema's or the original ACT / ALOHA recorders' HDF5; "
-        "action-video CSV; VACE-E episodes; LeRobot v3.0 / v2.1 folders), checks every item "
+        "action-video CSV; VACE-E episodes; LeRobot v3.0 / v2.1 folders; shard folders of `kinema-data shard`), checks "
+        "every item "
         "(files present and readable, videos decodable to their last frame, shapes, NaN/Inf, lengths, task ids) "
         "and prints a table of items with the reason for each problem. Exit code 1 when anything is wrong.",
         "  kinema-data validate data/transfer_cube\n"
         "  kinema-data validate data/drone --json report.json\n"
         "  kinema-data validate act_data/sim_transfer_cube_scripted   # ACT's record_sim_episodes.py output\n"
-        "  kinema-data validate data/vace_e --metadata ph2d_metadata.json --strict\n",
+        "  kinema-data validate data/vace_e --metadata ph2d_metadata.json --strict\n"
+        "  kinema-data validate shards/drone --deep   # a shard folder: every shard, every sample's members\n",
     )
     _dataset_arguments(parser)
     parser.add_argument("--strict", action="store_true", help="warnings (e.g. a video-only episode) fail too")
     parser.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON to REPORT")
     parser.add_argument(
-        "--deep", action="store_true", help="policy episodes: decompress every image, not the last"
+        "--deep",
+        action="store_true",
+        help="policy episodes: decompress every image, not the last; shards: decode every video to its last frame",
     )
     parser.set_defaults(handler=_validate)
 
@@ -213,11 +226,73 @@ def register_export_lerobot(commands) -> None:
     parser.set_defaults(handler=_export_lerobot)
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from .shards import write_action_video_shards
+
+    index = write_action_video_shards(
+        args.path,
+        args.out,
+        metadata_path=args.metadata,
+        data_file_keys=args.data_file_keys,
+        max_shard_bytes=int(args.max_shard_mb * 2**20),
+        max_shard_samples=args.max_shard_samples,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{index.samples} samples in {len(index.shards)} shards written to {args.out} (index: {args.out}/index.json)"
+    )
+    if index.skipped:
+        print(
+            f"{len(index.skipped)} row(s) left out (listed in the index; --strict stops at the first instead)"
+        )
+    return 0
+
+
+def register_shard(commands) -> None:
+    parser = _subparser(
+        commands,
+        "shard",
+        "write an action-video dataset into WebDataset tar shards (resumable)",
+        "Writes every row of PATH's metadata CSV as one WebDataset sample (video.mp4 as stored, prompt.txt, "
+        "action.json, meta.json, one member per extra file column) into OUT/shard-000000.tar, ... and "
+        "OUT/index.json (samples and action steps per shard, the actions' statistics). Each shard appears only when "
+        "whole; run the same command again after an interruption to go on. Read the shards with "
+        "kinema.robot_data.shards.ShardedActionVideoDataset or any WebDataset reader.",
+        "  kinema-data shard data/drone shards/drone\n"
+        "  kinema-data shard data/drone shards/drone --max-shard-mb 1024 --data-file-keys video,depth\n"
+        "  kinema-data validate shards/drone\n",
+    )
+    parser.add_argument(
+        "path", type=Path, metavar="PATH", help="action-video dataset folder (metadata.csv + files)"
+    )
+    parser.add_argument(
+        "out", type=Path, metavar="OUT", help="the shard folder (created; an unfinished one goes on)"
+    )
+    parser.add_argument("--metadata", type=Path, metavar="FILE", help="the CSV (default: PATH/metadata.csv)")
+    parser.add_argument(
+        "--data-file-keys",
+        default="video",
+        metavar="COLS",
+        help="comma-separated file columns (default: video)",
+    )
+    parser.add_argument(
+        "--max-shard-mb", type=float, default=512, metavar="MB", help="shard size limit (512)"
+    )
+    parser.add_argument("--max-shard-samples", type=int, metavar="N", help="samples per shard limit (none)")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first bad row instead of leaving it out"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_shard)
+
+
 REGISTRARS: list[Registrar] = [
     register_validate,
     register_inspect,
     register_stats,
     register_export_lerobot,
+    register_shard,
     add_sim_commands,
 ]
 """Functions that add subcommands; append to it (before calling :func:`main`) to add one."""
