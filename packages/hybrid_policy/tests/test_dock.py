@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kinema.hybrid_policy._ablation import _side_labels
-from kinema.hybrid_policy.dock import (
+from kinema.robot_data.sim.dock import (
     SIDES,
     evaluate,
     expert_episode,

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.act_policy import write_json_atomic
-
+from .._io import write_json_atomic
 from ._env import CAMERA, DEFAULT_IMAGE_SIZE
 from ._expert import expert_path, expert_style
 from ._scene import SIDES, collides, docked, move, render, sample_scenes
