@@ -153,11 +153,14 @@ def record_confuser_episodes(
     image_size: int = 64,
     confuser: bool = True,
     coordinate_noise: float = 0.0,
+    pairs: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Writes ``episodes`` demonstrations to ``out/episode_<i>.hdf5`` and ``out/recording.json`` (last): scene
-    ``seed + k`` to the left dock (episode 2k) and to the right dock (episode 2k + 1). With ``confuser=False``
+    """Writes ``episodes`` demonstrations to ``out/episode_<i>.hdf5`` and ``out/recording.json`` (last). With
+    ``pairs`` (counterfactual pairs): scene ``seed + k`` to the left dock (episode 2k) and to the right dock
+    (episode 2k + 1); without: scene ``seed + k`` to its own target (a coin flip of the seed; episode k), as
+    ALOHA's confuser recordings are, where every scene is seen with one target only. With ``confuser=False``
     the other dock is not drawn. Returns the manifest."""
     from tqdm import tqdm
 
@@ -175,7 +178,11 @@ def record_confuser_episodes(
     out.mkdir(parents=True, exist_ok=True)
     seeds, targets = [], []
     for index in tqdm(range(episodes), desc="record dock confuser", unit="episode", disable=not progress):
-        scene, target = seed + index // 2, index % 2
+        if pairs:
+            scene, target = seed + index // 2, index % 2
+        else:
+            scene = seed + index
+            target = int(sample_confuser_scenes([scene]).target[0])
         episode = confuser_episode(scene, target, image_size, confuser, coordinate_noise)
         write_policy_episode(
             out / f"episode_{index}.hdf5",
@@ -205,6 +212,7 @@ def record_confuser_episodes(
         "image_size": image_size,
         "confuser": confuser,
         "coordinate_noise": coordinate_noise,
+        "pairs": pairs,
         "seeds": seeds,
         "targets": targets,
     }
