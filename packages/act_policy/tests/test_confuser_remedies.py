@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from kinema.act_policy import ACT, contrastive_coordinate_loss
+from kinema.act_policy import ACT, contrastive_coordinate_loss, relative_contrastive_loss
 from kinema.act_policy._crop import camera_geometries, crop_around, project, target_heatmap
-from kinema.act_policy._losses import relative_contrastive_loss
 from kinema.act_policy.testing import tiny_config
 from kinema.robot_data.sim.dock import CONFUSER_CAMERAS, render_confuser, sample_confuser_scenes
 
@@ -154,7 +153,7 @@ def test_remedy_combinations_and_unknown_names():
 def test_tiny_dock_confuser_experiment(tmp_path):
     """The data path and cells at a tiny size: counterfactual pairs recorded, every run evaluated on unseen
     scenes, rates that add up, and the table, markdown and plot written."""
-    from kinema.act_policy._experiment_dock import DockConfuserExperiment, run_dock_confuser_experiment
+    from kinema.act_policy import DockConfuserExperiment, run_dock_confuser_experiment
     from kinema.robot_data import read_policy_episode
 
     experiment = DockConfuserExperiment(

@@ -58,13 +58,15 @@ class DockConfuserExperiment:
     """Settings of :func:`run_dock_confuser_experiment`: ``episodes`` training demonstrations (scenes
     ``record_seed`` .., each to both docks), ``steps`` optimizer steps of ``batch_size`` at ``lr`` per run,
     ``seeds`` training seeds, ``eval_episodes`` evaluation scenes from ``eval_seed``; ``model``: ACTConfig
-    fields over :data:`DOCK_MODEL`."""
+    fields over :data:`DOCK_MODEL`. ``pairs=False`` records one target per scene (``episodes`` scenes), as
+    ALOHA's confuser recordings are, instead of counterfactual pairs."""
 
     out_dir: str
     remedies: tuple[str, ...] = DEFAULT_REMEDIES
     include_clean: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
     episodes: int = 40
+    pairs: bool = True
     record_seed: int = 0
     steps: int = 300
     batch_size: int = 64
@@ -81,19 +83,23 @@ class DockConfuserExperiment:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if self.episodes < 2 or self.episodes % 2:
+        if self.pairs and (self.episodes < 2 or self.episodes % 2):
             raise ValueError(f"episodes: expected an even number >= 2 (pairs), got {self.episodes}")
         for remedy in self.remedies:
             remedy_names(remedy)  # raises naming an unknown remedy
         if not self.seeds:
             raise ValueError("seeds: expected at least one training seed")
-        scenes = range(self.record_seed, self.record_seed + self.episodes // 2)
+        scenes = range(self.record_seed, self.record_seed + self.num_scenes)
         if self.eval_seed < scenes.stop and self.eval_seed + self.eval_episodes > scenes.start:
             raise ValueError(
                 f"eval_seed: scenes {self.eval_seed}..{self.eval_seed + self.eval_episodes - 1} overlap the "
                 f"recorded scenes {scenes.start}..{scenes.stop - 1}"
             )
         self.base_model()  # validates the model overrides now
+
+    @property
+    def num_scenes(self) -> int:
+        return self.episodes // 2 if self.pairs else self.episodes
 
     def base_model(self) -> ACTConfig:
         from kinema.robot_data.sim.dock import CONFUSER_CAMERAS
@@ -126,6 +132,7 @@ def _record(folder: Path, experiment: DockConfuserExperiment, confuser: bool) ->
         seed=experiment.record_seed,
         image_size=experiment.image_size,
         confuser=confuser,
+        pairs=experiment.pairs,
         overwrite=True,
         progress=False,
     )
@@ -225,7 +232,8 @@ def run_dock_confuser_experiment(experiment: DockConfuserExperiment) -> dict:
         "version": 1,
         "task": "dock_confuser (kinema.robot_data.sim.dock)",
         "training_demonstrations": experiment.episodes,
-        "recording_scenes": [experiment.record_seed, experiment.record_seed + experiment.episodes // 2 - 1],
+        "counterfactual_pairs": experiment.pairs,
+        "recording_scenes": [experiment.record_seed, experiment.record_seed + experiment.num_scenes - 1],
         "eval_seeds": [experiment.eval_seed, experiment.eval_seed + experiment.eval_episodes - 1],
         "steps": experiment.steps,
         "batch_size": experiment.batch_size,
@@ -247,9 +255,10 @@ def run_dock_confuser_experiment(experiment: DockConfuserExperiment) -> dict:
 def dock_markdown_table(table: dict) -> str:
     """Per-seed target success (and where the other episodes ended) as a markdown table."""
     seeds = table["train_seeds"]
+    pairs = "each to both docks" if table.get("counterfactual_pairs", True) else "each to one dock"
     lines = [
         f"Dock confuser, {table['training_demonstrations']} demonstrations (scenes {table['recording_scenes'][0]}.."
-        f"{table['recording_scenes'][1]}, each to both docks), {table['steps']} steps x batch "
+        f"{table['recording_scenes'][1]}, {pairs}), {table['steps']} steps x batch "
         f"{table['batch_size']}; evaluated on scenes {table['eval_seeds'][0]}..{table['eval_seeds'][1]}. "
         f"Device: {table['device']}; date {table['date']}.",
         "",

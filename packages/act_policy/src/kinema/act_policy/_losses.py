@@ -1,4 +1,4 @@
-"""ACT's losses and the contrastive coordinate loss.
+"""ACT's losses and the contrastive coordinate losses (the relative one of issue 21, the earlier hinge).
 
 B batch, C chunk steps, A action dims, L latent dims, E coordinate dims.
 """
@@ -32,6 +32,14 @@ def kl_divergence(mu: torch.Tensor, log_sigma_x2: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + log_sigma_x2 - mu.pow(2) - log_sigma_x2.exp())).sum(-1).mean()
 
 
+def _pairwise_rms(flat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, K) -> (B, B) RMS distance sqrt(mean_k (x_i - x_j)^2 + eps), from the Gram matrix: no (B, B, K)
+    difference tensor for large batches."""
+    norms = flat.pow(2).sum(-1)  # (B,)
+    squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * flat @ flat.T).clamp_min(0) / flat.shape[1]
+    return (squared + eps).sqrt()
+
+
 def contrastive_coordinate_loss(
     actions: torch.Tensor,
     coordinates: torch.Tensor,
@@ -53,23 +61,12 @@ def contrastive_coordinate_loss(
             f"{tuple(actions.shape)} and {tuple(coordinates.shape)}"
         )
     batch = actions.shape[0]
-    flat = actions.float().reshape(batch, -1)  # (B, C*A)
-    norms = flat.pow(2).sum(-1)  # (B,)
-    # |a_i - a_j|^2 from the Gram matrix: no (B, B, C*A) difference tensor for large batches
-    squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * flat @ flat.T).clamp_min(0) / flat.shape[1]
-    distance = (squared + eps).sqrt()  # (B, B)
+    distance = _pairwise_rms(actions.float().reshape(batch, -1), eps)  # (B, B)
     coordinate_distance = torch.cdist(coordinates.float(), coordinates.float())  # (B, B)
     upper = torch.ones(batch, batch, dtype=torch.bool, device=actions.device).triu(1)  # i < j
     differ = (coordinate_distance > threshold) & upper
     hinge = torch.relu(margin - distance) * differ
     return hinge.sum() / differ.sum().clamp_min(1)
-
-
-def _pairwise_rms(flat: torch.Tensor) -> torch.Tensor:
-    """(B, K) -> (B, B) RMS distance sqrt(mean_k (x_i - x_j)^2), from the Gram matrix (no (B, B, K) tensor)."""
-    norms = flat.pow(2).sum(-1)  # (B,)
-    squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * flat @ flat.T).clamp_min(0) / flat.shape[1]
-    return (squared + 1e-12).sqrt()
 
 
 def relative_contrastive_loss(

@@ -49,6 +49,7 @@ confuser_experiment.json, .md and .png in --out."""
 _GRID_EXAMPLES = """examples:
   kinema-act experiment confuser-2d --out runs/confuser_2d          # the grid of RESULTS.md (2-core CPU)
   kinema-act experiment confuser-2d --out runs/c2d --remedies heatmap contrastive+heatmap --seeds 0 1 2 3 4
+  kinema-act experiment confuser-2d --out runs/c2d_unpaired --unpaired --remedies heatmap strong
   kinema-act experiment confuser-2d --out runs/c2d_tiny --remedies heatmap --seeds 0 --episodes 8 \
       --steps 20 --eval-episodes 10                                  # a smoke run in seconds
 
@@ -234,6 +235,10 @@ def _model_config(args, data: str | Path):
                     "missing, but --coordinates / --remedy asks for coordinates",
                 )
             changes["environment_state_dim"] = info.environment_state_dim
+        if info.attrs.get("task") == "dock_confuser":  # a top-down view: the target projects by the plane map
+            from kinema.robot_data.sim.dock import CONFUSER_CAMERAS
+
+            changes.setdefault("crop_cameras", CONFUSER_CAMERAS)
     config = dataclasses.replace(config, **changes)
     return config.with_remedies(*remedies) if remedies else config
 
@@ -379,7 +384,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     grid.add_argument("--no-clean", action="store_true", help="leave out the no-confuser control")
     grid.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
-    grid.add_argument("--episodes", type=_positive_int, default=40, help="demonstrations (pairs; default 40)")
+    grid.add_argument("--episodes", type=_positive_int, default=40, help="demonstrations (default 40)")
+    grid.add_argument(
+        "--unpaired", action="store_true",
+        help="one target per scene (as ALOHA's recordings) instead of every scene to both docks",
+    )  # fmt: skip
     grid.add_argument(
         "--steps", type=_positive_int, default=300, help="optimizer steps per run (default 300)"
     )
@@ -549,6 +558,7 @@ def _run_grid(args) -> int:
             include_clean=not args.no_clean,
             seeds=tuple(args.seeds),
             episodes=args.episodes,
+            pairs=not args.unpaired,
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
