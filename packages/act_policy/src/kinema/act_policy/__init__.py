@@ -1,5 +1,6 @@
 """kinema.act_policy: ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning
-failure (design note 003; whether they beat it on the confuser scene is not measured yet).
+failure (design note 003). On the 2-D dock confuser the failure did not reproduce (RESULTS.md: plain ACT reached
+the target, so no remedy has been shown to fix it); the ALOHA confuser grid has not been run.
 
 Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C chunk steps, A action dims.
 """

@@ -35,11 +35,11 @@ REMEDIES: dict[str, dict] = {
 def remedy_names(spec: str) -> list[str]:
     """The remedies of a cell name such as "heatmap+crop_replace" (each a key of :data:`REMEDIES`)."""
     names = [name for name in str(spec).split("+") if name]
-    unknown = [name for name in names if name not in REMEDIES]
-    if unknown or not names:
-        raise ValueError(
-            f"remedy: unknown {unknown or spec!r}; expected some of {sorted(REMEDIES)} joined by +"
-        )
+    for name in names or [spec]:
+        if name not in REMEDIES:
+            raise ValueError(
+                f"remedy: unknown {name!r}; expected one of {sorted(REMEDIES)}, or several joined by +"
+            )
     return names
 
 

@@ -79,9 +79,9 @@ class ConfuserExperiment:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for remedy in self.remedies:
-            if "plain" in remedy_names(remedy):  # raises naming an unknown remedy
-                raise ValueError("remedies: 'plain' is the confuser_plain cell, not a remedy")
+        plain = [r for r in self.remedies if "plain" in remedy_names(r)]  # raises naming an unknown remedy
+        if plain:
+            raise ValueError(f"remedies: unknown {plain}; 'plain' is the confuser_plain cell, not a remedy")
         bad = [k for k in self.train if k in _TRAIN_OVERRIDES_FORBIDDEN]
         if bad:
             raise ValueError(f"train: {bad} are set per cell by the experiment")

@@ -50,8 +50,8 @@ _GRID_EXAMPLES = """examples:
   kinema-act experiment confuser-2d --out runs/confuser_2d          # the grid of RESULTS.md (2-core CPU)
   kinema-act experiment confuser-2d --out runs/c2d --remedies heatmap contrastive+heatmap --seeds 0 1 2 3 4
   kinema-act experiment confuser-2d --out runs/c2d_unpaired --unpaired --remedies heatmap strong
-  kinema-act experiment confuser-2d --out runs/c2d_tiny --remedies heatmap --seeds 0 --episodes 8 \
-      --steps 20 --eval-episodes 10                                  # a smoke run in seconds
+  kinema-act experiment confuser-2d --out runs/c2d_tiny --remedies heatmap --seeds 0 --episodes 8 \\
+      --steps 20 --eval-episodes 10     # a smoke run in seconds
 
 Cells: clean (trained on the same scenes with only the target drawn, coordinates given), confuser_plain,
 confuser_<remedy>, each trained with every seed and evaluated on the confuser scenes 100000.. (never recorded).
@@ -259,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinema-act",
         description="ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning "
-        "failure (not yet measured on the confuser scene).",
+        "failure (on the 2-D dock confuser plain ACT did not collapse; the ALOHA grid has not been run: RESULTS.md).",
         epilog="commands: train, eval, experiment confuser, experiment confuser-2d (each has --help with examples)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import write_json_atomic, write_text_atomic
+from ._record import MANIFEST, prepare_recording_folder, write_episode
 from ._scene import _AGENT, _BACKGROUND, _DOCK, AGENT_RADIUS, DOCK_RADIUS, move
 
 CONFUSER_TASK = "dock_confuser"
@@ -38,7 +39,6 @@ CONFUSER_ENVIRONMENT_STATE_DIM = 2  # the target's (x, y)
 CONFUSER_CAMERAS = {"top": {"plane": [[0.0, 1.0], [0.0, 1.0]]}}
 SPEED = 0.025  # path length per step, x U(0.9, 1.1) per episode
 HOLD_STEPS = 4
-_MANIFEST = "recording.json"
 _FORMAT = "kinema-dock-confuser-recording"
 _SUMMARY_FILE = "eval_summary.json"
 _EPISODES_FILE = "eval_episodes.jsonl"
@@ -164,18 +164,9 @@ def record_confuser_episodes(
     the other dock is not drawn. Returns the manifest."""
     from tqdm import tqdm
 
-    from kinema.robot_data import write_policy_episode
-
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: expected an integer >= 1, got {episodes!r}")
-    out = Path(out)
-    if (out / _MANIFEST).exists() or any(out.glob("episode_*.hdf5")):
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a recording; pass overwrite=True to replace it")
-        for old in out.glob("episode_*.hdf5"):
-            old.unlink()
-        (out / _MANIFEST).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_recording_folder(out, overwrite)
     seeds, targets = [], []
     for index in tqdm(range(episodes), desc="record dock confuser", unit="episode", disable=not progress):
         if pairs:
@@ -184,22 +175,14 @@ def record_confuser_episodes(
             scene = seed + index
             target = int(sample_confuser_scenes([scene]).target[0])
         episode = confuser_episode(scene, target, image_size, confuser, coordinate_noise)
-        write_policy_episode(
+        write_episode(
             out / f"episode_{index}.hdf5",
-            qpos=episode["qpos"],
-            qvel=episode["qvel"],
-            action=episode["action"],
-            images=episode["images"],
-            environment_state=episode["environment_state"],
-            attrs={
-                "sim": True,
-                "fps": 10.0,
-                "task": CONFUSER_TASK,
-                "seed": scene,
-                "target": target,
-                "confuser": confuser,
-                "speed": episode["speed"],
-            },
+            episode,
+            task=CONFUSER_TASK,
+            seed=scene,
+            target=target,
+            confuser=confuser,
+            speed=episode["speed"],
         )
         seeds.append(scene)
         targets.append(target)
@@ -216,7 +199,7 @@ def record_confuser_episodes(
         "seeds": seeds,
         "targets": targets,
     }
-    write_json_atomic(out / _MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
