@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 6 / 12's confuser experiment (ACT trained without a confuser vs on confuser demonstrations, plain and with
-# each of the five remedies; all evaluated on the confuser scene) on one lent GPU, in calls of at most 10 minutes.
+# Issue 6 / 12 / 21's confuser experiment (ACT trained without a confuser vs on confuser demonstrations, plain and
+# with each remedy of the experiment's default list; all evaluated on the confuser scene) on one lent GPU, in calls of at most 10 minutes.
 #
 #   source benchmarks/gpu_env.sh && bash benchmarks/act_confuser_gpu.sh $OUT
 #   # exit 3: more to do, call again while the machine is warm (state in .bench/act/confuser); exit 0: done
 #
-# Both recordings (50 scripted episodes each, 240x320) are made once; then the seven cells train side by side on
+# Both recordings (50 scripted episodes each, 240x320) are made once; then the ten cells train side by side on
 # the GPU, one process each (`kinema-act experiment confuser --cells NAME`), for TRAIN_MINUTES of training each
 # (summed over calls), and evaluate on 50 unseen seeds of transfer_cube_confuser; the last call tabulates them
 # all (confuser_experiment.md / .json / .png).
@@ -14,7 +14,8 @@ EXPORT=${1:?usage: act_confuser_gpu.sh EXPORT_DIR}
 BUDGET_S=${BUDGET_S:-565}        # this call's wall-clock budget (the tool's limit is 600 s)
 TRAIN_MINUTES=${TRAIN_MINUTES:-10}
 RUN=.bench/act/confuser
-CELLS=(clean confuser_plain confuser_aux_head confuser_film confuser_crop confuser_strong confuser_contrastive)
+CELLS=(clean confuser_plain confuser_aux_head confuser_film confuser_crop confuser_crop_replace confuser_heatmap
+  confuser_strong confuser_contrastive confuser_heatmap+crop_replace)
 mkdir -p "$RUN" "$EXPORT"
 left() { echo $((BUDGET_S - SECONDS)); }
 record() {  # task folder
@@ -41,7 +42,7 @@ record transfer_cube_confuser confuser_data || { tail -5 "$RUN/log_record_confus
 # a piece of training per cell: stop 90 s (episode loading) + 30 s before the budget ends; a cell whose training
 # completes goes on to its evaluation, which a later call redoes if this one runs out
 session=$(python3 -c "print(max(0.5, ($(left) - 120) / 60))")
-echo "[$SECONDS s] seven cells side by side, session ${session} min"
+echo "[$SECONDS s] ${#CELLS[@]} cells side by side, session ${session} min"
 pids=()
 for cell in "${CELLS[@]}"; do
   timeout $(($(left) - 10)) "${EXPERIMENT[@]}" --cells "$cell" --workers 2 --session-minutes "$session" \

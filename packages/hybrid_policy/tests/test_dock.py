@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kinema.hybrid_policy._ablation import _side_labels
-from kinema.hybrid_policy.dock import (
+from kinema.robot_data.sim.dock import (
     SIDES,
     evaluate,
     expert_episode,
@@ -75,3 +75,15 @@ def test_side_labels_by_the_widest_point_of_the_chunk():
     chunks[0, 1, :, 0] = [0.5, 0.7, 0.9, 0.7, 0.5]
     chunks[0, 2, :, 0] = 0.52  # straight up: the average of the two
     assert _side_labels(chunks, np.array([0.5])) == [["left", "right", "middle"]]
+
+
+def test_old_dock_path_warns_and_re_exports():
+    import importlib
+    import sys
+
+    import kinema.robot_data.sim.dock as moved
+
+    sys.modules.pop("kinema.hybrid_policy.dock", None)
+    with pytest.warns(DeprecationWarning, match="kinema.robot_data.sim.dock"):
+        old = importlib.import_module("kinema.hybrid_policy.dock")
+    assert old.record_episodes is moved.record_episodes and old.DockEnv is moved.DockEnv

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from kinema.hybrid_policy import HybridPolicy, HybridPolicyModel
-from kinema.hybrid_policy.dock import DockEnv
 from kinema.hybrid_policy.testing import tiny_config
+from kinema.robot_data.sim.dock import DockEnv
 
 
 def observation(num_envs: int, step) -> dict:

@@ -1,5 +1,6 @@
 """kinema.act_policy: ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning
-failure (design note 003; whether they beat it on the confuser scene is not measured yet).
+failure (design note 003). On the 2-D dock confuser the failure did not reproduce (RESULTS.md: plain ACT reached
+the target, so no remedy has been shown to fix it); the ALOHA confuser grid has not been run.
 
 Shapes: B batch, N cameras, H/W image size, D state dims, E coordinate dims, C chunk steps, A action dims.
 """
@@ -10,9 +11,15 @@ from ._config_base import ChunkPolicyConfig
 from ._data import check_episodes, load_episodes, split_episodes
 from ._execution import ChunkedSimPolicy, ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
+from ._experiment_dock import DockConfuserExperiment, run_dock_confuser_experiment
 from ._io import load_torch, save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
 from ._loop import LoopHooks, run_training
-from ._losses import contrastive_coordinate_loss, kl_divergence, masked_l1
+from ._losses import (
+    contrastive_coordinate_loss,
+    kl_divergence,
+    masked_l1,
+    relative_contrastive_loss,
+)
 from ._model import ACT
 from ._policy import ACTPolicy, load_policy, load_sim_policy
 from ._resnet import ResNet18, load_torchvision_resnet18
@@ -29,6 +36,7 @@ __all__ = [
     "ChunkPolicyConfig",
     "ChunkedSimPolicy",
     "ConfuserExperiment",
+    "DockConfuserExperiment",
     "Encoder",
     "LoopHooks",
     "ResNet18",
@@ -47,7 +55,9 @@ __all__ = [
     "load_torch",
     "load_torchvision_resnet18",
     "masked_l1",
+    "relative_contrastive_loss",
     "run_confuser_experiment",
+    "run_dock_confuser_experiment",
     "run_training",
     "save_act",
     "save_torch_atomic",

@@ -15,16 +15,32 @@ CONFIG_FILE = "act_config.json"
 _FORMAT = "kinema.act_config"
 
 CROP_MODES = ("off", "replace", "extra")
+CONTRASTIVE_KINDS = ("relative", "hinge")
 
-# The coordinate-conditioning remedies (design note 003, issues 6 and 12), each a set of config switches.
+# The coordinate-conditioning remedies (design note 003, issues 6, 12 and 21), each a set of config switches;
+# ``with_remedies`` also takes combinations such as "heatmap+crop_replace".
 REMEDIES: dict[str, dict] = {
     "plain": {},
     "aux_head": {"coord_aux_head": True},
     "film": {"coord_film": True},
     "crop": {"coord_crop": "extra"},
+    "crop_replace": {"coord_crop": "replace"},  # the backbone sees only the target's surroundings
+    "heatmap": {"coord_heatmap": True},
     "strong": {"coord_strong": True},
-    "contrastive": {"coord_contrastive": True},
+    "contrastive": {"coord_contrastive": True, "contrastive_kind": "relative"},
+    "contrastive_hinge": {"coord_contrastive": True, "contrastive_kind": "hinge"},
 }
+
+
+def remedy_names(spec: str) -> list[str]:
+    """The remedies of a cell name such as "heatmap+crop_replace" (each a key of :data:`REMEDIES`)."""
+    names = [name for name in str(spec).split("+") if name]
+    for name in names or [spec]:
+        if name not in REMEDIES:
+            raise ValueError(
+                f"remedy: unknown {name!r}; expected one of {sorted(REMEDIES)}, or several joined by +"
+            )
+    return names
 
 
 @dataclass
@@ -67,11 +83,20 @@ class ACTConfig(ChunkPolicyConfig):
       with a known geometry (``crop_cameras``, default the fixed ALOHA cameras), at world height
       ``crop_height``; ``"replace"`` shows the backbone only the crop, ``"extra"`` adds the crop as another
       view. ``crop_target`` picks the (x, y) pair of ``environment_state`` (0: entries 0 and 1).
+    - ``coord_heatmap``: a fourth input channel for every camera with a known geometry: a Gaussian bump of
+      width ``heatmap_sigma`` (fraction of the image height) at the target's projected pixel (zeros for other
+      cameras); the first convolution's weights for it start at zero (identity at init, and torchvision's
+      3-channel weights still load). A per-channel FiLM commutes with translation and modulates two identical
+      objects alike; the heat map tells the backbone which of them is meant.
     - ``coord_strong``: a wider coordinate embedding (Fourier features -> MLP of width ``coord_embed_dim``)
       for the coordinate token, and a residual injection of it into every encoder layer's output.
-    - ``coord_contrastive``: for pairs in a batch whose coordinates differ by more than
-      ``contrastive_threshold`` (raw units, metres), a hinge ``max(0, margin - d(a_i, a_j))`` on the RMS
-      distance of the predicted (normalized) chunks; weight ``contrastive_weight``.
+    - ``coord_contrastive``: over pairs in a batch whose coordinates differ by more than
+      ``contrastive_threshold`` (raw units), weight ``contrastive_weight``. ``contrastive_kind="relative"``
+      (default): |d(p_i, p_j) - d(a_i, a_j)|, the RMS distance of the chunks predicted with z = 0 (as at
+      inference, so the CVAE latent cannot carry the target) against that of the demonstrated chunks: zero
+      for correct predictions, and d(a_i, a_j) for predictions collapsed to one chunk. ``"hinge"`` (kinema
+      <= 0.1.4): max(0, margin - d(p_i, p_j)) on the training predictions; it cannot tell right from wrong
+      (issue 21).
     """
 
     # inputs
@@ -112,10 +137,13 @@ class ACTConfig(ChunkPolicyConfig):
     crop_target: int = 0
     crop_height: float = 0.02
     crop_cameras: dict | None = None
+    coord_heatmap: bool = False
+    heatmap_sigma: float = 0.05
     coord_strong: bool = False
     coord_embed_dim: int = 256
     coord_fourier_features: int = 16
     coord_contrastive: bool = False
+    contrastive_kind: str = "relative"
     contrastive_weight: float = 0.1
     contrastive_margin: float = 0.1
     contrastive_threshold: float = 0.04
@@ -159,7 +187,13 @@ class ACTConfig(ChunkPolicyConfig):
                 f"ACTConfig: the coordinate remedies {used} need coordinates, but environment_state_dim is 0 "
                 "(set it to the dataset's environment_state width)"
             )
-        if self.coord_crop != "off":
+        if self.contrastive_kind not in CONTRASTIVE_KINDS:
+            raise ValueError(
+                f"ACTConfig.contrastive_kind: expected one of {CONTRASTIVE_KINDS}, got {self.contrastive_kind!r}"
+            )
+        if not float(self.heatmap_sigma) > 0:
+            raise ValueError(f"ACTConfig.heatmap_sigma: expected > 0, got {self.heatmap_sigma!r}")
+        if self.coord_crop != "off" or self.coord_heatmap:
             if self.environment_state_dim < 2 * self.crop_target + 2:
                 raise ValueError(
                     f"ACTConfig.crop_target: pair {self.crop_target} needs environment_state entries "
@@ -185,6 +219,8 @@ class ACTConfig(ChunkPolicyConfig):
             on.append("film")
         if self.coord_crop != "off":
             on.append("crop")
+        if self.coord_heatmap:
+            on.append("heatmap")
         if self.coord_strong:
             on.append("strong")
         if self.coord_contrastive:
@@ -192,10 +228,9 @@ class ACTConfig(ChunkPolicyConfig):
         return on
 
     def with_remedies(self, *names: str) -> ACTConfig:
-        """A copy with the named remedies (keys of :data:`REMEDIES`) switched on."""
+        """A copy with the named remedies (keys of :data:`REMEDIES`, or combinations "a+b") switched on."""
         changes: dict = {}
-        for name in names:
-            if name not in REMEDIES:
-                raise ValueError(f"remedy: unknown {name!r}; expected one of {sorted(REMEDIES)}")
-            changes.update(REMEDIES[name])
+        for spec in names:
+            for name in remedy_names(spec):
+                changes.update(REMEDIES[name])
         return dataclasses.replace(self, **changes)

@@ -8,6 +8,10 @@ and the vertical field of view ``fovy`` in degrees. A world point p projects to 
     u = 0.5 + f * (H / W) * c_x / depth      (0 = left edge, 1 = right edge)
     v = 0.5 - f * c_y / depth                (0 = top row, 1 = bottom row)
 
+A planar geometry ``{"plane": [[x_min, x_max], [y_min, y_max]]}`` is a top-down view of the world plane (the
+2-D dock tasks of kinema.robot_data.sim.dock): u = (x - x_min) / (x_max - x_min), v = (y_max - y) / (y_max -
+y_min); the height is ignored.
+
 ``ALOHA_CAMERAS`` holds the fixed cameras of gym-aloha's scenes, read from MuJoCo after ``mj_forward`` (the
 tests check them against MuJoCo and against a rendered cube when the sim extra is installed). Wrist cameras
 move with the arms and have no fixed geometry.
@@ -59,6 +63,15 @@ def camera_geometries(config) -> dict[str, dict]:
         if camera not in source:
             continue
         geometry = source[camera]
+        if isinstance(geometry, dict) and "plane" in geometry:
+            plane = torch.as_tensor(geometry["plane"], dtype=torch.float64)
+            if plane.shape != (2, 2) or not bool((plane[:, 1] > plane[:, 0]).all()):
+                raise ValueError(
+                    f"ACTConfig.crop_cameras[{camera!r}]: expected plane [[x_min, x_max], [y_min, y_max]] with "
+                    f"min < max, got {geometry['plane']!r}"
+                )
+            found[camera] = {"plane": plane}
+            continue
         try:
             position = torch.tensor(geometry["position"], dtype=torch.float64)
             rotation = torch.tensor(geometry["rotation"], dtype=torch.float64)
@@ -83,6 +96,11 @@ def camera_geometries(config) -> dict[str, dict]:
 
 def project(points: torch.Tensor, geometry: dict, image_hw: tuple[int, int]) -> torch.Tensor:
     """World points (..., 3) -> normalized image coordinates (..., 2) as (u, v) in [0, 1] inside the image."""
+    if "plane" in geometry:
+        plane = geometry["plane"].to(points.device, points.dtype)
+        u = (points[..., 0] - plane[0, 0]) / (plane[0, 1] - plane[0, 0])
+        v = (plane[1, 1] - points[..., 1]) / (plane[1, 1] - plane[1, 0])
+        return torch.stack([u, v], dim=-1)
     position = geometry["position"].to(points.device, points.dtype)
     rotation = geometry["rotation"].to(points.device, points.dtype)
     camera = (points - position) @ rotation  # (..., 3) = R^T (p - position), row-vector form
@@ -97,13 +115,27 @@ def project(points: torch.Tensor, geometry: dict, image_hw: tuple[int, int]) -> 
 def crop_around(images: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:
     """Square crops of ``size`` pixels centred on ``centers``, bilinear, zeros outside the image.
 
-    images (B, 3, H, W) float; centers (B, 2) normalized (u, v) -> (B, 3, size, size).
+    images (B, K, H, W) float (K channels); centers (B, 2) normalized (u, v) -> (B, K, size, size).
     """
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     theta = torch.zeros(batch, 2, 3, device=images.device, dtype=images.dtype)
     theta[:, 0, 0] = size / width  # half-extent in grid units (-1..1 spans the image)
     theta[:, 1, 1] = size / height
     theta[:, 0, 2] = 2 * centers[:, 0].to(images.dtype) - 1
     theta[:, 1, 2] = 2 * centers[:, 1].to(images.dtype) - 1
-    grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
+    grid = F.affine_grid(theta, [batch, channels, size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def target_heatmap(centers: torch.Tensor, image_hw: tuple[int, int], sigma: float) -> torch.Tensor:
+    """A Gaussian bump exp(-r^2 / (2 sigma^2)) peaking (value 1) at each target's pixel, r in units of the image
+    height, so the backbone sees WHERE the target is, not only that there is one.
+
+    centers (B, 2) normalized (u, v) -> (B, 1, H, W) in (0, 1]."""
+    height, width = image_hw
+    device, dtype = centers.device, torch.float32
+    v = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height  # (H,) pixel centres
+    u = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width  # (W,)
+    du = (u[None, None, :] - centers[:, 0, None, None].to(dtype)) * (width / height)  # (B, 1, W)
+    dv = v[None, :, None] - centers[:, 1, None, None].to(dtype)  # (B, H, 1)
+    return torch.exp(-(du.pow(2) + dv.pow(2)) / (2 * sigma**2)).unsqueeze(1)  # (B, 1, H, W)

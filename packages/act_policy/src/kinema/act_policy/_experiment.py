@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ._config import REMEDIES, ACTConfig
+from ._config import ACTConfig, remedy_names
 from ._io import write_atomic, write_json_atomic, write_text_atomic
 from ._train import TrainConfig, latest_checkpoint, train
 
@@ -53,7 +53,16 @@ class ConfuserExperiment:
     out_dir: str
     model: ACTConfig
     train: dict = field(default_factory=dict)
-    remedies: tuple[str, ...] = ("aux_head", "film", "crop", "strong", "contrastive")
+    remedies: tuple[str, ...] = (
+        "aux_head",
+        "film",
+        "crop",
+        "crop_replace",
+        "heatmap",
+        "strong",
+        "contrastive",
+        "heatmap+crop_replace",
+    )
     include_clean: bool = True
     episodes: int = 50
     eval_seed: int = 100_000
@@ -70,11 +79,9 @@ class ConfuserExperiment:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.remedies if r not in REMEDIES or r == "plain"]
-        if unknown:
-            raise ValueError(
-                f"remedies: unknown {unknown}; expected some of {[r for r in REMEDIES if r != 'plain']}"
-            )
+        plain = [r for r in self.remedies if "plain" in remedy_names(r)]  # raises naming an unknown remedy
+        if plain:
+            raise ValueError(f"remedies: unknown {plain}; 'plain' is the confuser_plain cell, not a remedy")
         bad = [k for k in self.train if k in _TRAIN_OVERRIDES_FORBIDDEN]
         if bad:
             raise ValueError(f"train: {bad} are set per cell by the experiment")

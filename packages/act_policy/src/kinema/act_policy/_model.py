@@ -16,8 +16,14 @@ from torch import nn
 from kinema.conditioning import ResidualInjector, select_layers
 
 from ._config import ACTConfig
-from ._crop import camera_geometries, crop_around, project
-from ._losses import contrastive_coordinate_loss, coordinate_aux_loss, kl_divergence, masked_l1
+from ._crop import camera_geometries, crop_around, project, target_heatmap
+from ._losses import (
+    contrastive_coordinate_loss,
+    coordinate_aux_loss,
+    kl_divergence,
+    masked_l1,
+    relative_contrastive_loss,
+)
 from ._resnet import BLOCK_NAMES, ResNet18, load_torchvision_resnet18
 from ._transformer import Decoder, Encoder, sine_embedding_1d, sine_embedding_2d
 
@@ -92,11 +98,12 @@ class ACT(nn.Module):
             film_cond_dim=c.coord_embed_dim if c.coord_film else None,
             film_blocks=film_blocks,
             width=c.backbone_width,
+            in_channels=4 if c.coord_heatmap else 3,
         )
         if c.pretrained_backbone is not None:
             load_torchvision_resnet18(self.backbone, c.pretrained_backbone)
         self.image_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
-        self.crop_geometries = camera_geometries(c) if c.coord_crop != "off" else {}
+        self.crop_geometries = camera_geometries(c) if c.coord_crop != "off" or c.coord_heatmap else {}
         num_views = len(c.camera_names) + (len(self.crop_geometries) if c.coord_crop == "extra" else 0)
         # Zero-init: views start indistinguishable, as in the original (one 2-D embedding shared by cameras).
         self.view_embed = nn.Parameter(torch.zeros(num_views, d))
@@ -191,14 +198,34 @@ class ACT(nn.Module):
         flat = (flat - self.image_mean) / self.image_std
         return flat.reshape(batch, n, 3, *flat.shape[-2:])
 
+    def _target_points(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """The target's world point (B, 3): environment_state pair ``crop_target`` at height ``crop_height``."""
+        target = coordinates[:, 2 * self.config.crop_target : 2 * self.config.crop_target + 2]  # (B, 2) raw
+        height = torch.full_like(target[:, :1], self.config.crop_height)
+        return torch.cat([target, height], dim=-1).float()
+
+    def _with_heatmap(self, images: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, H, W) -> (B, N, 4, H, W): each camera with a geometry gains the target's heat map (see
+        :func:`target_heatmap`), the others a plane of zeros."""
+        points = self._target_points(coordinates)
+        hw = tuple(images.shape[-2:])
+        planes = []
+        for camera in self.config.camera_names:
+            if camera in self.crop_geometries:
+                centers = project(points, self.crop_geometries[camera], hw)  # (B, 2)
+                planes.append(target_heatmap(centers, hw, self.config.heatmap_sigma))
+            else:
+                planes.append(images.new_zeros(images.shape[0], 1, *hw))
+        heat = torch.stack(planes, dim=1).to(images.dtype)  # (B, N, 1, H, W)
+        return torch.cat([images, heat], dim=2)
+
     def _views(self, images: torch.Tensor, coordinates: torch.Tensor | None) -> list[torch.Tensor]:
-        """The backbone's inputs, one (B, 3, h, w) per view: cameras, with crops replacing or added."""
+        """The backbone's inputs, one (B, K, h, w) per view (K = 3, or 4 with the heat map): cameras, with crops
+        replacing or added."""
         views = list(images.unbind(1))
         if self.config.coord_crop == "off":
             return views
-        target = coordinates[:, 2 * self.config.crop_target : 2 * self.config.crop_target + 2]  # (B, 2) raw
-        height = torch.full_like(target[:, :1], self.config.crop_height)
-        points = torch.cat([target, height], dim=-1).float()  # (B, 3) world
+        points = self._target_points(coordinates)  # (B, 3) world
         crops = []
         for index, camera in enumerate(self.config.camera_names):
             if camera not in self.crop_geometries:
@@ -286,6 +313,8 @@ class ACT(nn.Module):
             coordinates = batch["environment_state"].float()  # (B, E) raw
             env = self.normalize("environment_state", coordinates)
         images = self.prepare_images(batch["image"])  # (B, N, 3, H, W)
+        if c.coord_heatmap:
+            images = self._with_heatmap(images, coordinates)  # (B, N, 4, H, W)
 
         mu = log_sigma_x2 = None
         if c.use_vae and batch.get("action") is not None:
@@ -337,7 +366,15 @@ class ACT(nn.Module):
             env = self.normalize("environment_state", batch["environment_state"].float())
             terms["coord_aux"] = coordinate_aux_loss(out["coord_pred"], env)
             loss = loss + c.coord_aux_weight * terms["coord_aux"]
-        if c.coord_contrastive:
+        if c.coord_contrastive and c.contrastive_kind == "relative":
+            # on the chunks predicted with z = 0, as at inference: with the posterior's z the CVAE latent can
+            # carry the target and the coordinates are not needed to tell the pair apart
+            prior = self({k: v for k, v in batch.items() if k not in ("action", "is_pad")})["actions"]
+            terms["contrastive"] = relative_contrastive_loss(
+                prior, target, batch["is_pad"], batch["environment_state"], c.contrastive_threshold
+            )
+            loss = loss + c.contrastive_weight * terms["contrastive"]
+        elif c.coord_contrastive:
             terms["contrastive"] = contrastive_coordinate_loss(
                 out["actions"], batch["environment_state"], c.contrastive_margin, c.contrastive_threshold
             )

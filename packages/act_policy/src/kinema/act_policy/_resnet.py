@@ -80,6 +80,8 @@ class ResNet18(nn.Module):
       :data:`BLOCK_NAMES`), conditioned on a (B, film_cond_dim) vector passed to ``forward``.
     - ``width``: channels of the first stage (64 is resnet18; the stages have width, 2, 4 and 8 x width). Only
       64 loads torchvision's weights; smaller widths make tiny test models.
+    - ``in_channels``: 3 (RGB), or more for extra input planes (ACT's target heat map); the first
+      convolution's weights for the planes past RGB start at zero, so the network is the RGB one at init.
     """
 
     def __init__(
@@ -88,13 +90,16 @@ class ResNet18(nn.Module):
         film_cond_dim: int | None = None,
         film_blocks: Iterable[str] = (),
         width: int = 64,
+        in_channels: int = 3,
     ):
         super().__init__()
+        if in_channels < 3:
+            raise ValueError(f"in_channels: expected >= 3 (RGB first), got {in_channels}")
         norm = FrozenBatchNorm2d if frozen_batchnorm else nn.BatchNorm2d
         self.frozen_batchnorm = frozen_batchnorm
         self.width = width
         widths = (width, 2 * width, 4 * width, 8 * width)
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = norm(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
@@ -109,6 +114,8 @@ class ResNet18(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        with torch.no_grad():  # zero-init of the extra input planes: the RGB network at init
+            self.conv1.weight[:, 3:] = 0
         film_blocks = tuple(film_blocks)
         unknown = [b for b in film_blocks if b not in BLOCK_NAMES]
         if unknown:
@@ -123,7 +130,7 @@ class ResNet18(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, 3, H, W) normalized images -> (B, 8 * width, H/32, W/32)."""
+        """x (B, in_channels, H, W) normalized images -> (B, 8 * width, H/32, W/32)."""
         if len(self.film) and cond is None:
             raise ValueError("cond: this ResNet18 has FiLM blocks, so forward needs cond (B, Dc)")
         films = dict(self.film.items())
@@ -166,6 +173,10 @@ def load_torchvision_resnet18(model: ResNet18, path: str | os.PathLike) -> None:
     state = {
         k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))
     }
+    extra = model.conv1.in_channels - 3
+    if extra and "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:
+        rgb = state["conv1.weight"]  # (64, 3, 7, 7): the extra planes keep zero weights
+        state["conv1.weight"] = torch.cat([rgb, rgb.new_zeros(rgb.shape[0], extra, *rgb.shape[2:])], dim=1)
     expected = set(model.torchvision_state_dict())
     if model.frozen_batchnorm:
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}

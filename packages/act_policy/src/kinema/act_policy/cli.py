@@ -46,6 +46,18 @@ Cells: clean (trained without a confuser, coordinates given), confuser_plain, co
 trained, then evaluated on transfer_cube_confuser (success = the TARGET cube transferred). Writes
 confuser_experiment.json, .md and .png in --out."""
 
+_GRID_EXAMPLES = """examples:
+  kinema-act experiment confuser-2d --out runs/confuser_2d          # the grid of RESULTS.md (2-core CPU)
+  kinema-act experiment confuser-2d --out runs/c2d --remedies heatmap contrastive+heatmap --seeds 0 1 2 3 4
+  kinema-act experiment confuser-2d --out runs/c2d_unpaired --unpaired --remedies heatmap strong
+  kinema-act experiment confuser-2d --out runs/c2d_tiny --remedies heatmap --seeds 0 --episodes 8 \\
+      --steps 20 --eval-episodes 10     # a smoke run in seconds
+
+Cells: clean (trained on the same scenes with only the target drawn, coordinates given), confuser_plain,
+confuser_<remedy>, each trained with every seed and evaluated on the confuser scenes 100000.. (never recorded).
+Finished runs are kept: run the same command again to continue an interrupted grid. Writes confuser_2d.json,
+.md (per-seed table) and .png in --out."""
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -223,6 +235,10 @@ def _model_config(args, data: str | Path):
                     "missing, but --coordinates / --remedy asks for coordinates",
                 )
             changes["environment_state_dim"] = info.environment_state_dim
+        if info.attrs.get("task") == "dock_confuser":  # a top-down view: the target projects by the plane map
+            from kinema.robot_data.sim.dock import CONFUSER_CAMERAS
+
+            changes.setdefault("crop_cameras", CONFUSER_CAMERAS)
     config = dataclasses.replace(config, **changes)
     return config.with_remedies(*remedies) if remedies else config
 
@@ -243,8 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinema-act",
         description="ACT (Action Chunking with Transformers) with switchable remedies for its coordinate-conditioning "
-        "failure (not yet measured on the confuser scene).",
-        epilog="commands: train, eval, experiment confuser (each has --help with examples)",
+        "failure (on the 2-D dock confuser plain ACT did not collapse; the ALOHA grid has not been run: RESULTS.md).",
+        epilog="commands: train, eval, experiment confuser, experiment confuser-2d (each has --help with examples)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -312,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
 
     experiment = commands.add_parser(
         "experiment",
-        help="experiments (confuser)",
+        help="experiments (confuser, confuser-2d)",
         description="Experiments that train and evaluate several runs.",
     )
     kinds = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -333,7 +349,8 @@ def _parser() -> argparse.ArgumentParser:
     confuser.add_argument("--out", type=Path, required=True, metavar="DIR")
     confuser.add_argument(
         "--remedies", nargs="+", default=None, metavar="NAME",
-        help="remedies to compare (default: aux_head film crop strong contrastive)",
+        help="remedies or combinations a+b to compare (default: aux_head film crop crop_replace heatmap strong "
+        "contrastive heatmap+crop_replace)",
     )  # fmt: skip
     confuser.add_argument("--no-clean", action="store_true", help="leave out the no-confuser training run")
     confuser.add_argument(
@@ -350,6 +367,40 @@ def _parser() -> argparse.ArgumentParser:
     confuser.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     _add_model_arguments(confuser, remedies=False)
     _add_train_arguments(confuser)
+
+    grid = kinds.add_parser(
+        "confuser-2d", help="the same question on the 2-D dock confuser, on a CPU",
+        description=(
+            "Record the dock confuser (two identical docks, the target named by its (x, y)), train tiny ACTs without "
+            "a confuser, plain, and with each remedy for every seed, evaluate on unseen scenes, and tabulate."
+        ),
+        epilog=_GRID_EXAMPLES, formatter_class=formatter,
+    )  # fmt: skip
+    grid.add_argument("--out", type=Path, required=True, metavar="DIR")
+    grid.add_argument(
+        "--remedies", nargs="+", metavar="NAME", default=None,
+        help="remedies or combinations a+b (default: aux_head strong contrastive heatmap crop_replace "
+        "heatmap+crop_replace)",
+    )  # fmt: skip
+    grid.add_argument("--no-clean", action="store_true", help="leave out the no-confuser control")
+    grid.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
+    grid.add_argument("--episodes", type=_positive_int, default=40, help="demonstrations (default 40)")
+    grid.add_argument(
+        "--unpaired", action="store_true",
+        help="one target per scene (as ALOHA's recordings) instead of every scene to both docks",
+    )  # fmt: skip
+    grid.add_argument(
+        "--steps", type=_positive_int, default=300, help="optimizer steps per run (default 300)"
+    )
+    grid.add_argument("--batch-size", type=_positive_int, default=64)
+    grid.add_argument("--lr", type=_positive_float, default=1e-3)
+    grid.add_argument(
+        "--eval-episodes", type=_positive_int, default=100, help="evaluation scenes (default 100)"
+    )
+    grid.add_argument("--eval-seed", type=_non_negative_int, default=100_000)
+    grid.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    grid.add_argument("--no-progress", action="store_true")
+    grid.add_argument("--json", action="store_true", help="also print the table as one JSON line")
     return parser
 
 
@@ -498,6 +549,35 @@ def _run_confuser(args) -> int:
     return EXIT_OK
 
 
+def _run_grid(args) -> int:
+    from ._experiment_dock import DockConfuserExperiment, dock_markdown_table, run_dock_confuser_experiment
+
+    try:
+        experiment = DockConfuserExperiment(
+            out_dir=str(args.out),
+            include_clean=not args.no_clean,
+            seeds=tuple(args.seeds),
+            episodes=args.episodes,
+            pairs=not args.unpaired,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            eval_episodes=args.eval_episodes,
+            eval_seed=args.eval_seed,
+            threads=args.threads,
+            progress=not args.no_progress,
+            **({"remedies": tuple(args.remedies)} if args.remedies else {}),
+        )
+        table = run_dock_confuser_experiment(experiment)
+    except (ValueError, OSError) as error:
+        return _fail("experiment confuser-2d", error)
+    print(dock_markdown_table(table))
+    print(f"written: {args.out / 'confuser_2d.md'}, .json, .png")
+    if args.json:
+        print(json.dumps(table))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -507,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "experiment" and args.experiment == "confuser":
             return _run_confuser(args)
+        if args.command == "experiment" and args.experiment == "confuser-2d":
+            return _run_grid(args)
     except KeyboardInterrupt:
         print(f"kinema-act {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILURE

@@ -4,7 +4,7 @@ A: diffusion conditioned on the observation only; B: deterministic z = f(obs); C
 learned conditional prior p(z | obs), diffusion MSE + beta * KL(q || p) with annealing and free bits. The
 observation encoder and the temporal ensembler are ACT's (kinema.act_policy); timestep and z enter the
 denoiser through adaLN-Zero (kinema.conditioning); schedulers and EMA are diffusers'. The bundled multimodal
-task lives in :mod:`kinema.hybrid_policy.dock`.
+task lives in :mod:`kinema.robot_data.sim.dock` (the old path warns).
 
 Shapes: B batch, N cameras, H/W image size, D state dims, C chunk steps, A action dims, L latent dims.
 """

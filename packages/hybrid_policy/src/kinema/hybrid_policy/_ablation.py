@@ -198,7 +198,7 @@ def prepare_data(config: AblationConfig) -> tuple[list[Path], list[Path]]:
     out = Path(config.out_dir) / "data"
     need = max(config.demos)
     if config.task == "dock":
-        from .dock import record_episodes
+        from kinema.robot_data.sim.dock import record_episodes
 
         train_dir, val_dir = out / "train", out / "val"
         for folder, count, seed in ((train_dir, need, 0), (val_dir, config.val_episodes, DOCK_VAL_SEED)):
@@ -417,7 +417,7 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
     """Success and smoothness of the executed actions over ``eval_episodes`` (the same seeds for every cell)."""
     recorder = ActionRecorder(policy_runner)
     if config.task == "dock":
-        from .dock import evaluate
+        from kinema.robot_data.sim.dock import evaluate
 
         result = evaluate(recorder, config.eval_episodes, out_dir=out_dir, progress=config.progress)
         summary = {"success": result.success_rate, "collision": result.collision_rate, "modes": result.modes}

@@ -73,8 +73,7 @@ def plot_trajectories(episodes: dict[str, list[dict]], path: Path, scenes: int =
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, Rectangle
 
-    from .dock import sample_scenes
-    from .dock._scene import DOCK_RADIUS, WALL_HALF_SIZE
+    from kinema.robot_data.sim.dock import DOCK_RADIUS, WALL_HALF_SIZE, sample_scenes
 
     figure, axes = plt.subplots(1, len(episodes), figsize=(4.6 * len(episodes), 4.8), squeeze=False)
     for ax, (policy, records) in zip(axes[0], episodes.items(), strict=True):
@@ -109,9 +108,7 @@ def write_rollout_video(episodes: dict[str, list[dict]], path: Path, scenes: int
     """An mp4 (kinema.robot_data.write_video): one row per policy, one column per scene, every rollout drawn
     with the task's own renderer; a finished rollout holds its last frame."""
     from kinema.robot_data import write_video
-
-    from .dock import render, sample_scenes
-    from .dock._record import FPS
+    from kinema.robot_data.sim.dock import FPS, render, sample_scenes
 
     rows = []
     for records in episodes.values():
@@ -137,8 +134,7 @@ def write_rollout_video(episodes: dict[str, list[dict]], path: Path, scenes: int
 def collision_places(records: list[dict]) -> dict[str, int]:
     """Where the rollouts that touched the wall touched it: ``face`` (its middle, where the average of the two
     modes leads) or ``corner`` (near an end: a side was chosen, the turn cut too tight)."""
-    from .dock import sample_scenes
-    from .dock._scene import WALL_HALF_SIZE
+    from kinema.robot_data.sim.dock import WALL_HALF_SIZE, sample_scenes
 
     places = {"face": 0, "corner": 0}
     for record in records:

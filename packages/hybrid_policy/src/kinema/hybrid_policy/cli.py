@@ -324,7 +324,7 @@ def _run_eval(args) -> int:
         )  # fmt: skip
         out = args.out or args.checkpoint / f"eval_{task}"
         if task == "dock":
-            from .dock import evaluate
+            from kinema.robot_data.sim.dock import evaluate
 
             result = evaluate(policy, args.episodes, out_dir=out)
             summary = result.summary()
@@ -414,7 +414,7 @@ def _run_demo(args) -> int:
 
 
 def _run_record(args) -> int:
-    from .dock import record_episodes
+    from kinema.robot_data.sim.dock import record_episodes
 
     try:
         recording = record_episodes(

@@ -63,7 +63,7 @@ def tiny_train_config(data: str | os.PathLike, out_dir: str | os.PathLike, **ove
 
 def dock_episodes(root: str | os.PathLike, episodes: int = 4, seed: int = 0) -> Path:
     """``episodes`` scripted dock demonstrations (pairs of left and right) in ``root``; returns ``root``."""
-    from .dock import record_episodes
+    from kinema.robot_data.sim.dock import record_episodes
 
     record_episodes(root, episodes, seed=seed, progress=False)
     return Path(root)

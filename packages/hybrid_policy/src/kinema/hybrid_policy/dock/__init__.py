@@ -1,57 +1,15 @@
-"""The bundled multimodal task: a point agent reaches a dock above a wall, passing it on the left or the right.
+"""Deprecated: the docking task moved to :mod:`kinema.robot_data.sim.dock` (kinema-hybrid-policy 0.2.3,
+kinema-robot-data 0.3.0), beside the ALOHA tasks, so ACT evaluates on it without this package. This module
+re-exports it for one version and warns once on import."""
 
-A small deterministic 2-D simulation in numpy (no simulator, no GPU): the scripted expert demonstrates every
-scene twice, once on each side, so demonstrations are exactly bimodal and their average drives into the wall.
-Demonstrations are kinema.robot_data policy episodes (qpos = agent (x, y), action = the next (x, y),
-environment_state = dock and wall centre, a 64x64 ``top`` image); evaluation runs any SimPolicy on N
-environments stepped as one batch.
+import warnings
 
-    from kinema.hybrid_policy.dock import evaluate, record_episodes
+from kinema.robot_data.sim.dock import *  # noqa: F403
+from kinema.robot_data.sim.dock import __all__  # noqa: F401
 
-    record_episodes("data/dock", 50, seed=0)  # scripted demonstrations: 25 scenes, each left and right
-    result = evaluate(policy, episodes=100)  # seeds 100000..; success, collisions, modes, smoothness
-    print(result.describe())
-"""
-
-from ._env import CAMERA, DEFAULT_IMAGE_SIZE, DEFAULT_MAX_STEPS, DockEnv
-from ._evaluate import EVAL_SEED_START, DockEvalResult, episode_mode, evaluate
-from ._expert import expert_path, expert_style
-from ._record import TASK, DockRecording, expert_episode, read_recording, record_episodes
-from ._scene import (
-    ACTION_DIM,
-    ENVIRONMENT_STATE_DIM,
-    SIDES,
-    STATE_DIM,
-    DockScenes,
-    collides,
-    docked,
-    render,
-    sample_scenes,
+warnings.warn(
+    "kinema.hybrid_policy.dock moved to kinema.robot_data.sim.dock; the old path will be removed in "
+    "kinema-hybrid-policy 0.3",
+    DeprecationWarning,
+    stacklevel=2,
 )
-
-__all__ = [
-    "ACTION_DIM",
-    "CAMERA",
-    "DEFAULT_IMAGE_SIZE",
-    "DEFAULT_MAX_STEPS",
-    "ENVIRONMENT_STATE_DIM",
-    "EVAL_SEED_START",
-    "SIDES",
-    "STATE_DIM",
-    "TASK",
-    "DockEnv",
-    "DockEvalResult",
-    "DockRecording",
-    "DockScenes",
-    "collides",
-    "docked",
-    "episode_mode",
-    "evaluate",
-    "expert_episode",
-    "expert_path",
-    "expert_style",
-    "read_recording",
-    "record_episodes",
-    "render",
-    "sample_scenes",
-]

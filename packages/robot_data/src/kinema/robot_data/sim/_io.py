@@ -14,13 +14,17 @@ PARTIAL_DIR = ".recording-partial"  # attempts land here (complete files only) u
 
 def write_json_atomic(path: Path, payload) -> Path:
     """Writes ``payload`` as indented JSON through a temporary file and ``os.replace``."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Writes ``text`` (UTF-8) through a temporary file and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

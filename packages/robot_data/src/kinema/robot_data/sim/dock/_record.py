@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.act_policy import write_json_atomic
-
+from .._io import write_json_atomic
 from ._env import CAMERA, DEFAULT_IMAGE_SIZE
 from ._expert import expert_path, expert_style
 from ._scene import SIDES, collides, docked, move, render, sample_scenes
@@ -45,6 +44,38 @@ class DockRecording:
             f"{len(self.files)} dock episodes in {self.out} ({left} left, {len(self.sides) - left} right; "
             f"{len(self.failed_seeds)} scripted failures skipped)"
         )
+
+
+def prepare_recording_folder(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` created; a recording already there (episodes or manifest) is refused unless ``overwrite``, which
+    deletes its episodes and manifest (other files stay)."""
+    out = Path(out)
+    if (out / MANIFEST).exists() or any(out.glob("episode_*.hdf5")):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a recording; pass overwrite=True (--overwrite) to replace it"
+            )
+        for old in out.glob("episode_*.hdf5"):
+            old.unlink()
+        (out / MANIFEST).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_episode(path: Path, episode: dict, **attrs) -> None:
+    """One scripted episode (qpos, qvel, action, images, environment_state) as a policy episode file, with the
+    attributes sim, fps and ``attrs`` (task, seed, ...)."""
+    from kinema.robot_data import write_policy_episode
+
+    write_policy_episode(
+        path,
+        qpos=episode["qpos"],
+        qvel=episode["qvel"],
+        action=episode["action"],
+        images=episode["images"],
+        environment_state=episode["environment_state"],
+        attrs={"sim": True, "fps": FPS, **attrs},
+    )
 
 
 def expert_episode(seed: int, side: str, image_size: int = DEFAULT_IMAGE_SIZE) -> dict | None:
@@ -91,20 +122,9 @@ def record_episodes(
     replaced; other files stay)."""
     from tqdm import tqdm
 
-    from kinema.robot_data import write_policy_episode
-
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: expected an integer >= 1, got {episodes!r}")
-    out = Path(out)
-    if (out / MANIFEST).exists() or any(out.glob("episode_*.hdf5")):
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} already holds a recording; pass overwrite=True (--overwrite) to replace it"
-            )
-        for old in out.glob("episode_*.hdf5"):
-            old.unlink()
-        (out / MANIFEST).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_recording_folder(out, overwrite)
     files, seeds, sides, failed = [], [], [], []
     candidate = seed
     bar = tqdm(total=episodes, desc="record dock demos", unit="episode", disable=not progress)
@@ -119,21 +139,8 @@ def record_episodes(
             if len(files) == episodes:
                 break
             path = out / f"episode_{len(files)}.hdf5"
-            write_policy_episode(
-                path,
-                qpos=episode["qpos"],
-                qvel=episode["qvel"],
-                action=episode["action"],
-                images=episode["images"],
-                environment_state=episode["environment_state"],
-                attrs={
-                    "sim": True,
-                    "fps": FPS,
-                    "task": TASK,
-                    "seed": candidate,
-                    "side": episode["side"],
-                    "speed": episode["speed"],
-                },
+            write_episode(
+                path, episode, task=TASK, seed=candidate, side=episode["side"], speed=episode["speed"]
             )
             files.append(str(path))
             seeds.append(candidate)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.act_policy import write_json_atomic, write_text_atomic
-
-from .._metrics import mean_smoothness, mode_coverage
+from .._io import write_json_atomic, write_text_atomic
 from ._env import DEFAULT_IMAGE_SIZE, DEFAULT_MAX_STEPS, DockEnv
+from ._metrics import mean_smoothness, mode_coverage
 from ._scene import SIDES, sample_scenes, side_of
 
 EVAL_SEED_START = 100_000
