@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One call of the drone experiment on the GPU machine: the shared stages (data, estimator) once, then the four
-# injection types in two parallel processes of two variants each (one process at batch 32 takes up to 62 GB of
-# the H200's 140: four at once ran out of memory). Resumable: run the same line again while the machine is warm
+# One call of the drone experiment on the GPU machine: the shared stages (data, estimator) once, then the
+# injection types in VARIANTS, one process per word (default: two processes of two variants each; one process at
+# batch 32 takes up to 62 GB of the H200's 140: four at once ran out of memory). Two processes sharing the GPU
+# step at 0.84 s each, one alone at 0.44 s: parallel buys nothing, so for comparable rows train one variant per
+# call (VARIANTS=cross_attn_frame STEPS=800 FINISH=1 BUDGET_MINUTES=9.2 RESERVE_SECONDS=80 reaches 800 steps on
+# a warm machine whose data is prepared; a fresh machine first spends about 170 s preparing, so drop FINISH there
+# and run the line again). Resumable: run the same line again while the machine is warm
 # to continue (state lives in .bench/drone-<preset>, git-ignored, kept by a warm machine between calls); every
 # 200 steps each variant saves a checkpoint.
 #
