@@ -55,8 +55,8 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
     from shards written by ``kinema-data shard``.
 
     ``shards``: a shard folder, or a WebDataset URL pattern (``/data/shard-{000000..000099}.tar``,
-    ``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``); ``index``: the folder or URL of index.json
-    (default: the shard folder, or the folder of a local pattern). Options of :class:`ActionVideoConfig` other than
+    ``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``); ``index``: index.json or its folder, on local
+    disk (default: the shard folder, or the folder of a local pattern; remote shards need a local copy of it). Options of :class:`ActionVideoConfig` other than
     ``base_path`` / ``metadata_path`` / ``repeat`` / ``check_videos`` are accepted as keywords. ``rank`` and
     ``world_size`` default to torch.distributed's. ``set_epoch`` must be called before each epoch (as with a
     ``DistributedSampler``); ``len()`` is this process's items left in the epoch. ``loader_batch_size``: the
@@ -125,7 +125,7 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
         urls = expand_urls(text)
         if index is None:
             if text.startswith("pipe:") or "://" in text:
-                raise ValueError(f"index: give the location of {INDEX_NAME} for remote shards ({text})")
+                raise ValueError(f"index: give a local copy of the shards' {INDEX_NAME} for remote shards ({text})")
             index = Path(urls[0]).parent
         return urls, index
 
