@@ -125,7 +125,9 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
         urls = expand_urls(text)
         if index is None:
             if text.startswith("pipe:") or "://" in text:
-                raise ValueError(f"index: give a local copy of the shards' {INDEX_NAME} for remote shards ({text})")
+                raise ValueError(
+                    f"index: give a local copy of the shards' {INDEX_NAME} for remote shards ({text})"
+                )
             index = Path(urls[0]).parent
         return urls, index
 
