@@ -52,7 +52,9 @@ def epoch_seconds(dataset, workers: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--frames", type=int, default=81)
     parser.add_argument("--size", default="256x448", help="HxW of the clips")
