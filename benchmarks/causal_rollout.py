@@ -43,9 +43,11 @@ from _shapes import WAN_TI2V_5B, WAN_TI2V_5B_SMOKE, random_model
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.utils import logging as diffusers_logging
 
-from kinema.video_world_model.causal._config import CausalRolloutConfig
-from kinema.video_world_model.causal._pipeline import ActionCausalInferencePipeline
-from kinema.video_world_model.causal._vae import StreamingVAEDecoder
+from kinema.video_world_model.causal import (
+    ActionCausalInferencePipeline,
+    CausalRolloutConfig,
+    StreamingVAEDecoder,
+)
 from kinema.video_world_model.loading._wan import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_VAE
 

@@ -34,9 +34,8 @@ from transformers import UMT5Config, UMT5EncoderModel
 from kinema.robot_data.testing import write_action_video_dataset
 from kinema.video_world_model.loading._wan import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_TRANSFORMER, TINY_VAE, tiny_tokenizer
-from kinema.video_world_model.training._train_config import TrainConfig
+from kinema.video_world_model.training import TrainConfig, WorldModelTrainer
 from kinema.video_world_model.training._train_data import CACHE_FORMAT, CACHE_INDEX
-from kinema.video_world_model.training._trainer import WorldModelTrainer
 
 
 def components(smoke: bool, device: torch.device) -> dict:

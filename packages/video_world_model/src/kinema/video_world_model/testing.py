@@ -8,6 +8,12 @@ encoder, a word-level tokenizer made with the tokenizers library, and the UniPC 
     controller_dir = write_tiny_controller(tmp_path / "ctrl", "cross_attn_frame")
     pipe = load_pipeline(model_dir, controller_dir, torch_dtype=torch.float32)
     pipe("a drone", image, actions, height=64, width=64, num_frames=9, num_inference_steps=2)
+
+The causal rollout's fixtures build on the same tiny models:
+
+    pipe = tiny_causal_pipeline()                    # 2 latent frames per block, window 4, 2 denoising steps
+    noise = tiny_noise(num_frames=6)                 # (1, 6, 4, 4, 4): 3 blocks of 2x2 tokens per frame
+    video = pipe.inference(noise, ["a drone flies over hills"], {"action_features": torch.randn(1, 16)})
 """
 
 from __future__ import annotations

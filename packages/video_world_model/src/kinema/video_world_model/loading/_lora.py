@@ -73,5 +73,7 @@ def load_lora_state_dict(
     trainable.safetensors)."""
     own = lora_state_dict(transformer)
     state = {k.removeprefix("transformer."): v for k, v in diffusers_lora_state(state, source).items()}
-    check_state_dict(own, state, source, owner="the adapter", note=" (LoRA keys of another model or rank?)")
+    check_state_dict(
+        own, state, source, owner="the adapter", note=" (LoRA keys of another model or other target modules?)"
+    )
     set_peft_model_state_dict(transformer, state, adapter_name=ADAPTER)

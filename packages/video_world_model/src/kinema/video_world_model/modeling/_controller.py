@@ -74,6 +74,9 @@ ACTION_CONTROLLER_CONFIGS: dict[str, dict[str, Any]] = {
 """The reference presets (Wan2.2-TI2V-5B: hidden 3072, 24 heads, 30 layers, 20 action steps)."""
 
 
+# A saved WanActionPipeline names this module in its model_index.json, and diffusers loads the controller from it
+# (looking up ModelMixin in it too) when it is already imported: moving the class needs the old path kept as an
+# alias, as the package's __init__ keeps kinema.video_world_model._controller for pipelines saved by 0.5.
 class WanActionController(ActionEncoder, ModelMixin, ConfigMixin):
     """Action embedding + injection heads for a Wan transformer of ``num_layers`` blocks of width ``hidden_size``.
 
@@ -316,9 +319,3 @@ class WanActionController(ActionEncoder, ModelMixin, ConfigMixin):
             note=f" (injection_type={self.injection_type!r}, qk_norm={isinstance(self.q_norm, nn.RMSNorm)})",
         )
         self.load_state_dict(state_dict, strict=False)  # the keys were checked above
-
-
-# A saved WanActionPipeline names its controller's module in model_index.json, and diffusers imports that module to
-# load it. The public path is written, so saved pipelines survive moves inside the package; the module where the
-# class lived until 0.5 (``kinema.video_world_model._controller``) still loads pipelines saved then.
-WanActionController.__module__ = "kinema.video_world_model"
