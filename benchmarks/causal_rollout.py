@@ -43,10 +43,12 @@ from _shapes import WAN_TI2V_5B, WAN_TI2V_5B_SMOKE, random_model
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.utils import logging as diffusers_logging
 
-from kinema.video_world_model._causal_config import CausalRolloutConfig
-from kinema.video_world_model._causal_pipeline import ActionCausalInferencePipeline
-from kinema.video_world_model._causal_vae import StreamingVAEDecoder
-from kinema.video_world_model._loading import WAN22_VAE_CONFIG
+from kinema.video_world_model.causal import (
+    ActionCausalInferencePipeline,
+    CausalRolloutConfig,
+    StreamingVAEDecoder,
+)
+from kinema.video_world_model.loading._wan import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_VAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -133,7 +135,7 @@ def components(pipe, transformer, vae, noise, text, config, device, iters) -> di
         transformer(x, timestep, text, return_dict=False)
 
     def cached():
-        from kinema.video_world_model._causal_attention import RollingKVCache
+        from kinema.video_world_model.causal._attention import RollingKVCache
 
         cache = RollingKVCache(model.num_layers, tokens, block, window, window)
         cache.context_frames = window - block  # a full window of (uninitialized) context

@@ -23,8 +23,8 @@ import torch
 from _shapes import random_model, timed
 from diffusers import WanVACETransformer3DModel
 
-from kinema.video_world_model._lora import add_lora
-from kinema.video_world_model._train_config import lora_module_names
+from kinema.video_world_model.loading import add_lora
+from kinema.video_world_model.training._train_config import lora_module_names
 from kinema.video_world_model.vace_e import TaskEmbodimentEncoder, TaskInputs, VaceETransformer
 from kinema.video_world_model.vace_e.testing import TINY_VACE
 

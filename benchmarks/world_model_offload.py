@@ -25,7 +25,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
 
 from kinema.video_world_model import WanActionController, WanActionPipeline
-from kinema.video_world_model._loading import WAN22_VAE_CONFIG
+from kinema.video_world_model.loading._wan import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_VAE, tiny_scheduler, tiny_tokenizer
 
 # google/umt5-xxl's encoder, as Wan2.2 ships it (text_encoder/config.json)

@@ -26,12 +26,8 @@ import torch
 from _shapes import WAN_TI2V_5B, WAN_TI2V_5B_SMOKE, random_model, timed
 from diffusers import WanTransformer3DModel
 
-from kinema.video_world_model import (
-    ACTION_CONTROLLER_CONFIGS,
-    WanActionController,
-    WanActionTransformer,
-    token_timesteps,
-)
+from kinema.video_world_model import ACTION_CONTROLLER_CONFIGS, WanActionController
+from kinema.video_world_model.modeling import WanActionTransformer, token_timesteps
 
 
 def bench_size(size, transformer, ours, ours_plain, controller, config, device, dtype, args, results) -> None:

@@ -32,11 +32,10 @@ from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
 from kinema.robot_data.testing import write_action_video_dataset
-from kinema.video_world_model._loading import WAN22_VAE_CONFIG
-from kinema.video_world_model._train_config import TrainConfig
-from kinema.video_world_model._train_data import CACHE_FORMAT, CACHE_INDEX
-from kinema.video_world_model._trainer import WorldModelTrainer
+from kinema.video_world_model.loading._wan import WAN22_VAE_CONFIG
 from kinema.video_world_model.testing import TINY_TRANSFORMER, TINY_VAE, tiny_tokenizer
+from kinema.video_world_model.training import TrainConfig, WorldModelTrainer
+from kinema.video_world_model.training._train_data import CACHE_FORMAT, CACHE_INDEX
 
 
 def components(smoke: bool, device: torch.device) -> dict:
@@ -156,7 +155,7 @@ def main() -> int:
             components=parts,
         )
         trainer._build()
-        from kinema.video_world_model._train_data import CachedLatentDataset, collate
+        from kinema.video_world_model.training._train_data import CachedLatentDataset, collate
 
         batch = collate([CachedLatentDataset(cache)[0]])
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,5 +1,5 @@
 """Does the world model follow the actions? The drone experiment, now in the package: this script forwards to
-``kinema-wm drone-experiment`` (see ``kinema.video_world_model._drone_experiment`` for the stages and presets).
+``kinema-wm drone-experiment`` (see ``kinema.video_world_model.drone._experiment`` for the stages and presets).
 
     # GPU (one H100/H200), resumable in calls of 10 minutes, all four injection types in parallel:
     source benchmarks/gpu_env.sh && bash experiments/drone_action_following_gpu.sh $OUT

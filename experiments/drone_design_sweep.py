@@ -25,7 +25,7 @@ import torch
 def prep(a):
     from kinema.robot_data import read_video_frames
     from kinema.robot_data.drone import DroneDataConfig, make_drone_dataset
-    from kinema.video_world_model._action_eval import read_dataset_actions
+    from kinema.video_world_model.drone._eval import read_dataset_actions
 
     w = Path(a.work)
     t0 = time.time()
@@ -64,7 +64,7 @@ def prep(a):
         )
     import multiprocessing
 
-    from kinema.video_world_model._action_estimator import ActionEstimator, EstimatorConfig, step_targets
+    from kinema.video_world_model.drone._estimator import ActionEstimator, EstimatorConfig, step_targets
 
     tr = torch.load(w / "train.pt")
     # spawn, not fork: the parent may hold an EGL context from the renderer check, and forked workers then hung
@@ -82,7 +82,7 @@ def _feat(frames):
     import cv2
 
     cv2.setNumThreads(1)
-    from kinema.video_world_model._action_estimator import step_features
+    from kinema.video_world_model.drone._estimator import step_features
 
     return step_features(frames)
 
@@ -93,13 +93,17 @@ def run(a):
     import cv2
     from diffusers import WanTransformer3DModel
 
-    from kinema.video_world_model._action_estimator import ActionEstimator
-    from kinema.video_world_model._action_metric import derangement, score_actions
-    from kinema.video_world_model._controller import ACTION_CONTROLLER_CONFIGS, WanActionController
-    from kinema.video_world_model._drone_model import generate_latents, prompt_embedding
-    from kinema.video_world_model._flow_matching import FlowMatchingObjective
-    from kinema.video_world_model._pixel_latents import PixelLatentSpace
-    from kinema.video_world_model._transformer import WanActionTransformer
+    from kinema.video_world_model.drone import score_actions
+    from kinema.video_world_model.drone._estimator import ActionEstimator
+    from kinema.video_world_model.drone._metric import derangement
+    from kinema.video_world_model.drone._model import generate_latents, prompt_embedding
+    from kinema.video_world_model.modeling import (
+        ACTION_CONTROLLER_CONFIGS,
+        FlowMatchingObjective,
+        PixelLatentSpace,
+        WanActionController,
+        WanActionTransformer,
+    )
 
     cv2.setNumThreads(1)
     torch.set_num_threads(a.threads)

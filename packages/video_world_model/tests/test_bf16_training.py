@@ -10,10 +10,10 @@ from accelerate.state import AcceleratorState
 
 from kinema.robot_data.testing import write_action_video_dataset
 from kinema.video_world_model import load_wan_components
-from kinema.video_world_model._cache import write_cache
-from kinema.video_world_model._train_config import TrainConfig
-from kinema.video_world_model._train_data import CachedLatentDataset, build_dataset, collate
-from kinema.video_world_model._trainer import WorldModelTrainer
+from kinema.video_world_model.training._cache import write_cache
+from kinema.video_world_model.training._train_config import TrainConfig
+from kinema.video_world_model.training._train_data import CachedLatentDataset, build_dataset, collate
+from kinema.video_world_model.training._trainer import WorldModelTrainer
 
 FRAMES = 5
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kinema.video_world_model._action_modules import (
+from kinema.video_world_model.modeling._action_modules import (
     ACTION_MODULES,
     PLAY_ACTIONS,
     ActionSequenceEncoder,

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from kinema.video_world_model import token_timesteps
-from kinema.video_world_model._causal_attention import (
+from kinema.video_world_model.causal._attention import (
     RollingKVCache,
     block_causal_frame_mask,
     block_causal_mask,
     teacher_forcing_mask,
 )
-from kinema.video_world_model._causal_model import CausalWanModel
+from kinema.video_world_model.causal._model import CausalWanModel
+from kinema.video_world_model.modeling import token_timesteps
 from kinema.video_world_model.testing import tiny_transformer
 
 HW = 4  # 4x4 latents, 2x2 patches

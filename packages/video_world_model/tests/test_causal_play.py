@@ -13,21 +13,23 @@ from diffusers.video_processor import VideoProcessor
 from PIL import Image
 
 from kinema.robot_data import probe_video, read_video_frames
-from kinema.video_world_model import _cli_play, decode_latents, encode_video, load_wan_components
-from kinema.video_world_model._action_modules import ActionSequenceEncoder, HistoryActionModule
-from kinema.video_world_model._causal_checkpoint import write_action_checkpoint
-from kinema.video_world_model._causal_testing import (
-    TINY_ACTION_DIM,
-    randomize_projection,
-    tiny_causal_pipeline,
-)
-from kinema.video_world_model._play_input import (
+from kinema.video_world_model import load_wan_components
+from kinema.video_world_model.causal._checkpoint import write_action_checkpoint
+from kinema.video_world_model.causal._play_input import (
     KeyboardActions,
     choose_action,
     parse_block_actions,
     parse_keys,
 )
-from kinema.video_world_model._play_output import ProgressiveVideoWriter
+from kinema.video_world_model.causal._play_output import ProgressiveVideoWriter
+from kinema.video_world_model.cli import _play as _cli_play
+from kinema.video_world_model.modeling import decode_latents, encode_video
+from kinema.video_world_model.modeling._action_modules import ActionSequenceEncoder, HistoryActionModule
+from kinema.video_world_model.testing import (
+    TINY_ACTION_DIM,
+    randomize_projection,
+    tiny_causal_pipeline,
+)
 
 
 @pytest.fixture(autouse=True)

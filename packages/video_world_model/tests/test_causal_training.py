@@ -7,23 +7,23 @@ import pytest
 import torch
 
 from kinema.video_world_model import ModelFileError
-from kinema.video_world_model._action_modules import ActionSequenceEncoder
-from kinema.video_world_model._causal_attention import RollingKVCache
-from kinema.video_world_model._causal_checkpoint import (
+from kinema.video_world_model.causal._attention import RollingKVCache
+from kinema.video_world_model.causal._checkpoint import (
     ACTION_CONFIG,
     load_action_checkpoint,
     load_causal_pipeline,
     write_action_checkpoint,
 )
-from kinema.video_world_model._causal_pipeline import ActionCausalInferencePipeline
-from kinema.video_world_model._causal_testing import (
+from kinema.video_world_model.causal._pipeline import ActionCausalInferencePipeline
+from kinema.video_world_model.causal._training import causal_training_loss, freeze_generator
+from kinema.video_world_model.modeling._action_modules import ActionSequenceEncoder
+from kinema.video_world_model.testing import (
     TINY_ACTION_DIM,
     randomize_projection,
     tiny_causal_pipeline,
     tiny_noise,
+    tiny_transformer,
 )
-from kinema.video_world_model._causal_training import causal_training_loss, freeze_generator
-from kinema.video_world_model.testing import tiny_transformer
 
 PROMPT = ["a drone flies over hills"]
 

@@ -88,7 +88,10 @@ def test_pipeline_save_pretrained_round_trips_the_controller(tiny_wan_dir, tmp_p
     before = generate(pipe, image)
     pipe.save_pretrained(tmp_path / "saved")
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
-    assert index["action_controller"] == ["kinema.video_world_model._controller", "WanActionController"]
+    assert index["action_controller"] == [
+        "kinema.video_world_model.modeling._controller",
+        "WanActionController",
+    ]
     assert (tmp_path / "saved" / "action_controller" / "diffusion_pytorch_model.safetensors").is_file()
 
     reloaded = WanActionPipeline.from_pretrained(tmp_path / "saved")
@@ -103,10 +106,27 @@ def test_pipeline_save_pretrained_round_trips_the_controller(tiny_wan_dir, tmp_p
         assert torch.equal(alone.state_dict()[key], value), key
 
 
+def test_a_pipeline_saved_by_0_5_names_the_old_module_and_still_loads(
+    tiny_wan_dir, controller_dir, tmp_path, image
+):
+    pipe = load_pipeline(tiny_wan_dir, controller_dir, torch_dtype=torch.float32)
+    pipe.save_pretrained(tmp_path / "saved")
+    index_file = tmp_path / "saved" / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index["action_controller"] = [
+        "kinema.video_world_model._controller",
+        "WanActionController",
+    ]  # 0.5 wrote this
+    index_file.write_text(json.dumps(index))
+    reloaded = WanActionPipeline.from_pretrained(tmp_path / "saved")
+    assert isinstance(reloaded.action_controller, WanActionController)
+    assert torch.equal(generate(reloaded, image), generate(pipe, image))
+
+
 def test_save_pretrained_refuses_an_unfused_lora(tiny_wan_dir, controller_dir, tmp_path):
     """diffusers would write peft's wrapped keys (``to_q.base_layer.weight``) and from_pretrained would then
     initialize the base weights at random, silently."""
-    from kinema.video_world_model._lora import add_lora
+    from kinema.video_world_model.loading._lora import add_lora
 
     pipe = load_pipeline(tiny_wan_dir, controller_dir, torch_dtype=torch.float32)
     add_lora(pipe.transformer, 4, ["to_q"])
@@ -197,7 +217,7 @@ def vace_e_pipeline(model_dir):
     """A tiny VACE-E pipeline whose injectors act (their zero-init output projections randomized)."""
     from diffusers import WanVACETransformer3DModel
 
-    from kinema.video_world_model._loading import load_diffusers_components
+    from kinema.video_world_model.loading._wan import load_diffusers_components
     from kinema.video_world_model.vace_e import TaskEmbodimentEncoder, VaceETransformer
     from kinema.video_world_model.vace_e._pipeline import VaceEPipeline
 

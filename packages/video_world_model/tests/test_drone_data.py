@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from kinema.robot_data.drone import DroneDataConfig, make_drone_dataset
-from kinema.video_world_model import _cli_drone
+from kinema.video_world_model.cli import _drone as _cli_drone
 
 TINY = {"texture_size": 128, "grid": 33, "clips_per_world": 4}
 
@@ -38,7 +38,7 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
 
 # --- the metric on rendered data --------------------------------------------------------------------------------
 def test_metric_scores_ground_truth_high_and_shuffled_near_chance(flights, tmp_path):
-    from kinema.video_world_model._action_eval import evaluate_actions, feature_pool, fit_estimator
+    from kinema.video_world_model.drone._eval import evaluate_actions, feature_pool, fit_estimator
 
     out, _ = flights
     estimator = fit_estimator([out], tmp_path / "estimator", steps=600)

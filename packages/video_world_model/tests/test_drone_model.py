@@ -7,16 +7,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kinema.video_world_model import WanActionTransformer, load_controller
-from kinema.video_world_model._action_metric import derangement, match_generated, score_actions
-from kinema.video_world_model._drone_model import (
+from kinema.video_world_model import load_controller
+from kinema.video_world_model.drone._metric import derangement, match_generated, score_actions
+from kinema.video_world_model.drone._model import (
     DroneWorldModelTrainer,
     drone_transformer,
     generate_latents,
 )
-from kinema.video_world_model._pixel_latents import PixelLatentSpace
-from kinema.video_world_model._train_config import TrainConfig
-from kinema.video_world_model._train_data import CACHE_FORMAT, CACHE_INDEX
+from kinema.video_world_model.modeling import WanActionTransformer
+from kinema.video_world_model.modeling._pixel_latents import PixelLatentSpace
+from kinema.video_world_model.training._train_config import TrainConfig
+from kinema.video_world_model.training._train_data import CACHE_FORMAT, CACHE_INDEX
 
 
 def test_pixel_latents_round_trip_exactly():

@@ -8,20 +8,18 @@ import torch
 from PIL import Image
 
 from kinema.robot_data import probe_video
-from kinema.video_world_model import WanActionTransformer
-from kinema.video_world_model._action_modules import ActionSequenceEncoder, MultimodalActionModule
-from kinema.video_world_model._causal_testing import (
+from kinema.video_world_model.causal._play_input import parse_keys
+from kinema.video_world_model.cli import build_parser, main
+from kinema.video_world_model.modeling import WanActionTransformer
+from kinema.video_world_model.modeling._action_modules import ActionSequenceEncoder, MultimodalActionModule
+from kinema.video_world_model.pipelines._scan import scan_actions
+from kinema.video_world_model.testing import (
     TINY_ACTION_DIM,
+    TINY_TRANSFORMER,
     randomize_projection,
     tiny_causal_pipeline,
-    tiny_noise,
-)
-from kinema.video_world_model._play_input import parse_keys
-from kinema.video_world_model._scan import scan_actions
-from kinema.video_world_model.cli import build_parser, main
-from kinema.video_world_model.testing import (
-    TINY_TRANSFORMER,
     tiny_controller,
+    tiny_noise,
     tiny_transformer,
     write_tiny_controller,
 )
@@ -186,7 +184,7 @@ def vace_e(tmp_path_factory):
     from diffusers import WanVACETransformer3DModel
 
     from kinema.robot_data.testing import write_vace_e_dataset
-    from kinema.video_world_model._loading import load_diffusers_components
+    from kinema.video_world_model.loading._wan import load_diffusers_components
     from kinema.video_world_model.vace_e import VaceEConfig
     from kinema.video_world_model.vace_e._pipeline import VaceEPipeline
     from kinema.video_world_model.vace_e._train import build_model, load_clip
@@ -225,7 +223,8 @@ def test_validation_uses_the_guidance_scale(vace_e, tmp_path):
 
 
 def test_cli_validate_passes_guidance_scale(monkeypatch, tmp_path):
-    from kinema.video_world_model.vace_e import _cli, _validate
+    from kinema.video_world_model.cli import _vace_e as _cli
+    from kinema.video_world_model.vace_e import _validate
 
     seen = {}
 

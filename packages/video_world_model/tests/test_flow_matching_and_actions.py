@@ -5,11 +5,11 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from kinema.video_world_model import (
+from kinema.video_world_model import parse_compact_actions
+from kinema.video_world_model.modeling import (
     FlowMatchingObjective,
     fuse_first_frame,
     load_actions,
-    parse_compact_actions,
     token_timesteps,
 )
 
@@ -120,7 +120,7 @@ def test_action_files(tmp_path):
 
 
 def test_sample_prediction_targets_x0_and_converts_back_to_the_flow_by_hand():
-    from kinema.video_world_model._flow_matching import flow_from_prediction
+    from kinema.video_world_model.modeling._flow_matching import flow_from_prediction
 
     objective = FlowMatchingObjective(shift=3.0, prediction="sample")
     latents, noise = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
@@ -148,7 +148,7 @@ def test_sample_prediction_targets_x0_and_converts_back_to_the_flow_by_hand():
 
 
 def test_sample_prediction_flow_in_bf16_matches_fp32():
-    from kinema.video_world_model._flow_matching import flow_from_prediction
+    from kinema.video_world_model.modeling._flow_matching import flow_from_prediction
 
     x0, noisy = torch.randn(1, 8, 3, 4, 4), torch.randn(1, 8, 3, 4, 4)
     timesteps = torch.tensor([[0.0] * 16 + [700.0] * 32])

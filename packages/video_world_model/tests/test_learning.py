@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from kinema.robot_data import read_video_frames
-from kinema.video_world_model import _cli_demo
-from kinema.video_world_model._drone_experiment import PRESETS, VARIANTS, DroneExperiment, preset, summary_row
+from kinema.video_world_model.cli import _demo as _cli_demo
+from kinema.video_world_model.drone._experiment import PRESETS, VARIANTS, DroneExperiment, preset, summary_row
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def test_an_ignored_controller_scores_no_gap(renderer_backend, tmp_path, monkeyp
     """The control for the test above: with the controller frozen at output scale 0 the model never sees its
     actions, and own, shuffled and zero actions generate the same clips (up to H.264 noise: libx264 does not
     encode tiny frames bit for bit the same twice), so there is no gap to measure."""
-    from kinema.video_world_model import _drone_experiment
+    from kinema.video_world_model.drone import _experiment as _drone_experiment
 
     original = _drone_experiment.DroneWorldModelTrainer
 

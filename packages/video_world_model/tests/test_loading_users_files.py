@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from kinema.video_world_model import ModelFileError, load_controller, load_pipeline
-from kinema.video_world_model._lora import ADAPTER, add_lora, load_lora_state_dict
+from kinema.video_world_model.loading._lora import ADAPTER, add_lora, load_lora_state_dict
 from kinema.video_world_model.testing import (
     TINY_TRANSFORMER,
     tiny_controller,

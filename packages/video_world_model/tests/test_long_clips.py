@@ -11,11 +11,11 @@ import torch
 
 from kinema.robot_data import format_action_json
 from kinema.robot_data.testing import write_action_video_dataset, write_vace_e_dataset
-from kinema.video_world_model._cache import write_cache
-from kinema.video_world_model._loop import BatchStream
-from kinema.video_world_model._train_config import TrainConfig
-from kinema.video_world_model._train_data import CachedLatentDataset, build_dataset
 from kinema.video_world_model.cli import build_parser
+from kinema.video_world_model.training._cache import write_cache
+from kinema.video_world_model.training._loop import BatchStream
+from kinema.video_world_model.training._train_config import TrainConfig
+from kinema.video_world_model.training._train_data import CachedLatentDataset, build_dataset
 
 CLIP_FRAMES = 21  # 5 action steps: windows of 5 frames start at 0, 4, 8, 12, 16
 FRAMES = 5
@@ -129,7 +129,7 @@ def test_the_cache_holds_every_window_or_the_first(tiny_wan_dir, long_clips, tmp
 
 
 def test_the_action_metric_reads_rows_longer_than_the_first(long_clips, tmp_path):
-    from kinema.video_world_model._action_eval import read_dataset_actions
+    from kinema.video_world_model.drone._eval import read_dataset_actions
 
     with open(long_clips / "metadata.csv", newline="") as f:
         rows = list(csv.reader(f))

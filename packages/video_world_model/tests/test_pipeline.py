@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from kinema.robot_data import probe_video, read_video_frames
-from kinema.video_world_model import (
-    ModelFileError,
-    encode_video,
-    load_controller,
-    load_pipeline,
-    load_wan_components,
-)
+from kinema.video_world_model import ModelFileError, load_controller, load_pipeline, load_wan_components
 from kinema.video_world_model.cli import main
+from kinema.video_world_model.modeling import encode_video
 from kinema.video_world_model.testing import write_tiny_controller, write_tiny_wan
 
 SIZE = {"height": 64, "width": 64}

@@ -7,9 +7,9 @@ from PIL import Image
 
 from kinema.robot_data import probe_video
 from kinema.video_world_model import load_pipeline
-from kinema.video_world_model._grid import LABEL_HEIGHT, contact_sheet, tile_videos
-from kinema.video_world_model._scan import action_effect, scan_actions
 from kinema.video_world_model.cli import main
+from kinema.video_world_model.pipelines._grid import LABEL_HEIGHT, contact_sheet, tile_videos
+from kinema.video_world_model.pipelines._scan import action_effect, scan_actions
 from kinema.video_world_model.testing import write_tiny_controller
 
 CALL = {"height": 64, "width": 64, "num_frames": 9, "num_inference_steps": 2, "guidance_scale": 1.0}

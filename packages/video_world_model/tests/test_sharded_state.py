@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from kinema.video_world_model._sharded_state import (
+from kinema.video_world_model.training._sharded_state import (
     full_trainable_parameters,
     is_sharded,
     load_optimizer_checkpoint_state,

@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,14 +12,15 @@ from safetensors.torch import load_file
 
 from kinema.robot_data import probe_video
 from kinema.robot_data.testing import write_action_video_dataset
-from kinema.video_world_model import _checkpoint as checkpoint_module
 from kinema.video_world_model import load_controller, load_wan_components
-from kinema.video_world_model._cache import write_cache
-from kinema.video_world_model._loop_config import config_from_args
-from kinema.video_world_model._train_config import TrainConfig
-from kinema.video_world_model._train_data import CachedLatentDataset, build_dataset, collate
-from kinema.video_world_model._trainer import TrainingDiverged, WorldModelTrainer, lr_factor
 from kinema.video_world_model.cli import build_parser, main
+from kinema.video_world_model.loading import _checkpoint as checkpoint_module
+from kinema.video_world_model.training._cache import write_cache
+from kinema.video_world_model.training._loop import lr_schedule
+from kinema.video_world_model.training._loop_config import config_from_args
+from kinema.video_world_model.training._train_config import TrainConfig
+from kinema.video_world_model.training._train_data import CachedLatentDataset, build_dataset, collate
+from kinema.video_world_model.training._trainer import TrainingDiverged, WorldModelTrainer
 
 FRAMES = 5  # 2 latent frames, 1 action step: the smallest clip that trains the controller
 
@@ -147,7 +149,7 @@ def test_two_processes_share_one_schedule_and_their_checkpoint_resumes_on_one(ti
     # the schedule advanced once per optimizer step, not once per process
     schedule = torch.load(step_two / "scheduler.pt", weights_only=True)
     assert schedule["last_epoch"] == 2
-    assert schedule["_last_lr"][0] == pytest.approx(1e-3 * lr_factor(2, 4, 0.25, 0.0))
+    assert schedule["_last_lr"][0] == pytest.approx(1e-3 * kinema_0_5_lr_factor(2, 4, 0.25, 0.0))
 
     resumed = base_config(tiny_wan_dir, clips, tmp_path / "run", max_steps=4, save_steps=2)
     resumed = TrainConfig(**(resumed.to_dict() | {"resume_from": str(step_two)}))
@@ -181,7 +183,7 @@ def test_crash_between_write_and_rename_keeps_the_previous_checkpoint(
 def test_nan_losses_are_skipped_then_training_stops_with_the_last_checkpoint_intact(
     tiny_wan_dir, clips, cache, tmp_path, monkeypatch
 ):
-    from kinema.video_world_model._train_model import ActionTrainingModule
+    from kinema.video_world_model.training._train_model import ActionTrainingModule
 
     forward = ActionTrainingModule.forward
     calls = {"n": 0}
@@ -352,9 +354,55 @@ def test_bad_options_are_named(tmp_path, tiny_wan_dir):
         TrainConfig(model_dir="m", dataset_base_path="d", height=48, width=64)
 
 
-def test_learning_rate_schedule():
-    factors = [lr_factor(s, 10, 0.2, 0.1) for s in range(10)]
-    assert factors[:2] == [0.5, 1.0]  # linear warmup over 2 steps
-    assert factors[2] == pytest.approx(1.0)
-    assert factors[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert lr_factor(10, 10, 0.2, 0.1) == pytest.approx(0.1)
+def kinema_0_5_lr_factor(step: int, max_steps: int, warmup_ratio: float, min_ratio: float) -> float:
+    """The schedule kinema wrote by hand until 0.5, the reference for transformers' that replaced it."""
+    warmup = int(warmup_ratio * max_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def learning_rates(max_steps: int, warmup_ratio: float, lr: float, min_lr: float) -> list[float]:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=lr)
+    config = SimpleNamespace(
+        max_steps=max_steps, lr_warmup_ratio=warmup_ratio, learning_rate=lr, lr_min_lr=min_lr
+    )
+    scheduler = lr_schedule(optimizer, config)
+    rates = []
+    for _ in range(max_steps + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "warmup_ratio", "min_lr"), [(10, 0.2, 1e-4), (600, 0.15, 2e-4), (7, 0.0, 0.0)]
+)
+def test_learning_rate_schedule_is_kinema_0_5_s_but_for_the_warmup_s_first_step(
+    max_steps, warmup_ratio, min_lr
+):
+    lr = 1e-3
+    rates = learning_rates(max_steps, warmup_ratio, lr, min_lr)
+    warmup = int(warmup_ratio * max_steps)
+    old = [lr * kinema_0_5_lr_factor(s, max_steps, warmup_ratio, min_lr / lr) for s in range(max_steps + 1)]
+    # after the warmup: the same numbers (up to float rounding) down to the minimum at max_steps
+    assert rates[warmup:] == pytest.approx(old[warmup:], rel=1e-12, abs=1e-15)
+    assert rates[max_steps] == pytest.approx(min_lr)
+    # during the warmup transformers' is one step behind: s / warmup instead of (s + 1) / warmup
+    assert rates[:warmup] == pytest.approx([lr * s / warmup for s in range(warmup)])
+    assert rates[1:warmup] == pytest.approx(old[: max(warmup - 1, 0)])
+
+
+def test_the_generic_loop_knows_no_world_model_key_names_the_task_renames_through_its_hook():
+    import inspect
+
+    from kinema.video_world_model.training import Trainer, _loop
+
+    assert "controller" not in inspect.getsource(_loop)
+    assert Trainer.exported_name(None, "model.controller.output_scale") == "model.controller.output_scale"
+    assert WorldModelTrainer.exported_name(None, "model.controller.output_scale") == "output_scale"
+    lora = "model.transformer.blocks.0.attn1.to_q.lora_A.default.weight"
+    assert WorldModelTrainer.exported_name(None, lora) == "transformer.blocks.0.attn1.to_q.lora_A.weight"

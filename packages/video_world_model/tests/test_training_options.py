@@ -6,9 +6,9 @@ import shutil
 import pytest
 import yaml
 
-from kinema.video_world_model._loop_config import config_from_args
-from kinema.video_world_model._train_config import TrainConfig
 from kinema.video_world_model.cli import build_parser
+from kinema.video_world_model.training._loop_config import config_from_args
+from kinema.video_world_model.training._train_config import TrainConfig
 from kinema.video_world_model.vace_e import VaceEConfig
 from kinema.video_world_model.vace_e._config import vace_e_config_from_args
 
@@ -146,7 +146,7 @@ def test_only_the_main_process_clears_a_stage_folder_and_marks_it_done(tmp_path,
 def test_every_train_flag_has_help_a_group_a_default_and_its_choices():
     from dataclasses import MISSING, fields
 
-    from kinema.video_world_model._option_help import GROUPS, OPTION_HELP
+    from kinema.video_world_model.training._option_help import GROUPS, OPTION_HELP
 
     parser = build_parser()
     train = next(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kinema.conditioning.testing import changed_frames
-from kinema.video_world_model import WanActionTransformer, token_timesteps
+from kinema.video_world_model.modeling import WanActionTransformer, token_timesteps
 from kinema.video_world_model.testing import tiny_controller, tiny_transformer
 
 T, H, W = 4, 4, 4  # latent frames and latent size: 2x2 tokens per frame after 2x2 patches

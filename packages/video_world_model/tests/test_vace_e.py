@@ -9,8 +9,8 @@ import yaml
 
 from kinema.robot_data import collate_vace_e, probe_video
 from kinema.robot_data.testing import write_vace_e_dataset
-from kinema.video_world_model._loop_config import add_config_arguments
 from kinema.video_world_model.cli import main
+from kinema.video_world_model.training._loop_config import add_config_arguments
 from kinema.video_world_model.vace_e import (
     SHIPPED_CONFIGS,
     TaskEmbodimentEncoder,
@@ -209,8 +209,8 @@ def test_shipped_configs_parse_and_flags_override(tmp_path, data, models):
 def build_module(models, data, guidance=0.0, layers="0,2"):
     from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
-    from kinema.video_world_model._flow_matching import FlowMatchingObjective
-    from kinema.video_world_model._loading import load_diffusers_components
+    from kinema.video_world_model.loading._wan import load_diffusers_components
+    from kinema.video_world_model.modeling._flow_matching import FlowMatchingObjective
     from kinema.video_world_model.vace_e._train import build_model, load_clip
 
     root, metadata, _ = data

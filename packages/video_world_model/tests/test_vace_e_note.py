@@ -5,7 +5,7 @@ import argparse
 import pytest
 import yaml
 
-from kinema.video_world_model._loop_config import add_config_arguments
+from kinema.video_world_model.training._loop_config import add_config_arguments
 from kinema.video_world_model.vace_e import VaceEConfig
 from kinema.video_world_model.vace_e._config import vace_e_config_from_args
 
@@ -188,8 +188,8 @@ def test_bad_switch_values_and_save_intermediate_outputs(capsys):
 
 
 def test_kinema_wm_train_switches_also_take_a_value():
-    from kinema.video_world_model._loop_config import config_from_args
-    from kinema.video_world_model._train_config import TrainConfig
+    from kinema.video_world_model.training._loop_config import config_from_args
+    from kinema.video_world_model.training._train_config import TrainConfig
 
     train = argparse.ArgumentParser()
     add_config_arguments(train, TrainConfig)
@@ -246,7 +246,7 @@ def test_checkpoint_file_resolves_to_its_stage_folder(tmp_path):
 
 def test_validate_parses_the_notes_command_line_and_defaults_the_metadata_to_the_run(tmp_path):
     from kinema.video_world_model.cli import build_parser
-    from kinema.video_world_model.vace_e._cli import _saved_config
+    from kinema.video_world_model.cli._vace_e import _saved_config
 
     stage = fake_run(tmp_path)
     args = build_parser().parse_args(["vace-e", "validate", "--checkpoint", str(stage / "vace_e.safetensors"),

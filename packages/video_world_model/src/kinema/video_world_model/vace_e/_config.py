@@ -19,8 +19,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._loop_config import LoopConfig, add_config_arguments, add_switch, coerce_option, load_config_file
-from .._train_config import DATASET_WINDOWS, check_flow_options, lora_module_names
+from ..training._loop_config import (
+    LoopConfig,
+    add_config_arguments,
+    add_switch,
+    coerce_option,
+    load_config_file,
+)
+from ..training._train_config import DATASET_WINDOWS, check_flow_options, lora_module_names
 
 TRAINABLE = ("vace_e", "dit", "vace", "lora")
 STAGE_KEYS = {"description", "trainable_models", "learning_rate", "num_epochs", "epochs", "max_steps"}
@@ -74,7 +80,7 @@ class VaceEConfig(LoopConfig):
     encoder_heads: int = 8
     use_reference_image: bool = True  # the embodiment image as VACE's reference frame when present
     guidance_loss_weight: float = 0.0  # the task-alignment guidance loss (off by default)
-    # flow matching (see kinema.video_world_model._flow_matching): Wan2.1 (VACE-1.3B) trains and samples at shift 3
+    # flow matching (see kinema.video_world_model.modeling._flow_matching): Wan2.1 (VACE-1.3B) trains and samples at shift 3
     flow_shift: float = 3.0
     sigma_schedule: str = "train"
     loss_weighting: str = "diffsynth"

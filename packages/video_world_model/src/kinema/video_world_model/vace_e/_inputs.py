@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from diffusers import WanVACEPipeline
 
-from .._vae import encode_video
+from ..modeling._prompt import WanPromptEncoder
+from ..modeling._vae import encode_video
 from ._task_encoder import TaskInputs
 
 
@@ -31,6 +32,7 @@ def to_unit_range(video: torch.Tensor) -> torch.Tensor:
 class VaceEInputs:
     def __init__(self, pipe: WanVACEPipeline, clip=None, clip_processor=None, use_reference: bool = True):
         self.pipe = pipe
+        self.prompt_encoder = WanPromptEncoder(pipe.tokenizer, pipe.text_encoder, max_sequence_length=512)
         self.clip, self.clip_processor = clip, clip_processor
         self.use_reference = use_reference
 
@@ -40,7 +42,7 @@ class VaceEInputs:
 
     @torch.no_grad()
     def prompt_embeds(self, prompts: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return self.pipe._get_t5_prompt_embeds(prompts, max_sequence_length=512, device=device, dtype=dtype)
+        return self.prompt_encoder(prompts, device, dtype)[0]
 
     @torch.no_grad()
     def image_features(self, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._loop_config import coerce_option
+from ..training._loop_config import coerce_option
 
 NOTE_METRICS = ("video_quality", "task_alignment", "motion_accuracy")
 EXPORTED = (

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
-from .._loading import load_diffusers_components
-from .._lora import add_lora
-from .._pipeline import run_offload_hook
-from .._train_config import lora_module_names
-from .._vae import decode_latents
+from ..loading._lora import add_lora
+from ..loading._wan import load_diffusers_components
+from ..modeling._vae import decode_latents
+from ..pipelines._pipeline import run_offload_hook
+from ..training._train_config import lora_module_names
 from ._config import VaceEConfig
 from ._inputs import VaceEInputs
 from ._model import VaceETransformer

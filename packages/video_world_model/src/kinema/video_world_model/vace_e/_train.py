@@ -32,12 +32,14 @@ from torch import nn
 from kinema.robot_data import VaceEConfig as EpisodeConfig
 from kinema.robot_data import VaceEEpisodeDataset, collate_vace_e
 
-from .._checkpoint import complete_checkpoints
-from .._flow_matching import FlowMatchingObjective
-from .._loading import load_diffusers_components
-from .._loop import Trainer, TrainResult
-from .._lora import add_lora, load_lora_state_dict, lora_state_dict
-from .._train_config import lora_module_names
+from .._atomic import write_atomic, write_dir_atomic
+from .._state_dict import check_state_dict
+from ..loading._checkpoint import complete_checkpoints
+from ..loading._lora import add_lora, load_lora_state_dict, lora_state_dict
+from ..loading._wan import load_diffusers_components
+from ..modeling._flow_matching import FlowMatchingObjective
+from ..training._loop import Trainer, TrainResult
+from ..training._train_config import lora_module_names
 from ._config import VaceEConfig
 from ._inputs import VaceEInputs
 from ._model import VaceETransformer
@@ -313,19 +315,15 @@ class VaceETrainer(Trainer):
         ):
             if part is not None:
                 own |= {prefix + k: v.detach().cpu().contiguous() for k, v in part.state_dict().items()}
-        _atomic(root / WEIGHTS, lambda tmp: save_file(own, str(tmp)))
+        write_atomic(root / WEIGHTS, lambda tmp: save_file(own, str(tmp)))
         trainable = config.trainable()
         if "lora" in trainable:
             lora = {k: v.detach().cpu().contiguous() for k, v in lora_state_dict(model.vace).items()}
-            _atomic(root / LORA, lambda tmp: save_file(lora, str(tmp)))
+            write_atomic(root / LORA, lambda tmp: save_file(lora, str(tmp)))
         if "dit" in trainable or "vace" in trainable:
-            tmp = root / ".transformer.tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            model.vace.save_pretrained(tmp, safe_serialization=True)
-            if (root / "transformer").exists():
-                shutil.rmtree(root / "transformer")
-            os.replace(tmp, root / "transformer")
+            write_dir_atomic(
+                root / "transformer", lambda tmp: model.vace.save_pretrained(tmp, safe_serialization=True)
+            )
         clip = self.vace_inputs.clip
         summary = {
             "base_model": str(config.model_dir),
@@ -352,7 +350,7 @@ class VaceETrainer(Trainer):
             "train_args": config.to_dict(),
             "step": step,
         }
-        _atomic(root / TRAIN_CONFIG, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        write_atomic(root / TRAIN_CONFIG, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
 
     def after_step(self, step: int, stream) -> None:
         config = self.config
@@ -385,13 +383,16 @@ def load_stage_weights(model: VaceETransformer, stage_dir: Path) -> None:
         if part is None:
             continue
         own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        missing, unexpected = part.load_state_dict(own, strict=False)
-        # a guidance head saved before it predicted object positions: its object layer starts fresh
-        if unexpected or any(not (prefix == "guidance_head." and k.startswith("objects.")) for k in missing):
-            raise ValueError(
-                f"{stage_dir}/{WEIGHTS}: {prefix.rstrip('.')} weights do not fit (missing {missing}, "
-                f"unexpected {unexpected})"
-            )
+        expected = part.state_dict()
+        check_state_dict(
+            expected,
+            own,
+            f"{stage_dir}/{WEIGHTS} ({prefix.rstrip('.')})",
+            owner=f"the {prefix.rstrip('.')}",
+            # a guidance head saved before it predicted object positions: its object layer starts fresh
+            may_lack=[k for k in expected if prefix == "guidance_head." and k.startswith("objects.")],
+        )
+        part.load_state_dict(own, strict=False)  # checked above
     if (Path(stage_dir) / "transformer").is_dir():
         trained = WanVACETransformer3DModel.from_pretrained(
             Path(stage_dir) / "transformer", local_files_only=True
@@ -439,7 +440,7 @@ def run_stages(
         summary = {"stage": stage.name, "description": stage.description, "step": result.step,
                    "final_loss": result.losses.get(result.step)}  # fmt: skip
         if state.is_main_process:
-            _atomic(out / STAGE_DONE, lambda tmp, s=summary: tmp.write_text(json.dumps(s, indent=2)))
+            write_atomic(out / STAGE_DONE, lambda tmp, s=summary: tmp.write_text(json.dumps(s, indent=2)))
         state.wait_for_everyone()
         results[stage.name], previous = result, out
     return results
@@ -495,9 +496,3 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                 stacklevel=2,
             )
     return stage
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from kinema.robot_data import collate_vace_e
 
-from .._grid import write_grid
+from ..pipelines._grid import write_grid
 from ._config import VaceEConfig
 from ._inputs import to_unit_range
 from ._metrics import masked_video_metrics
