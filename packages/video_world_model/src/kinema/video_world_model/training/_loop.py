@@ -262,7 +262,7 @@ class Trainer(ABC):
         # the scheduler stays outside accelerator.prepare: prepared, it steps once per process at every optimizer
         # step, so under N processes the warmup and the cosine would run N times too fast
         if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
-            # FSDP1 flattens parameters into FlatParameters: the controller's and LoRA's weights lose their names
+            # FSDP1 flattens parameters into FlatParameters: the trained weights lose their names
             raise ValueError(
                 "accelerate config: FSDP version 1 is not supported by kinema's trainers; set fsdp_version: 2 "
                 "(fsdp_config in the file given to accelerate launch --config_file)"
