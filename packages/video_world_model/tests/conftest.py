@@ -20,6 +20,28 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def interrupt_after_save(monkeypatch):
+    """``interrupt_after_save(trainer_class, step)``: the trainer raises KeyboardInterrupt right after saving
+    ``step`` (a run killed then); ``.restore()`` undoes it so that the resumed run saves normally."""
+
+    class Interrupt:
+        def __call__(self, trainer_class, step):
+            original = trainer_class._save
+
+            def save_then_stop(self, at, stream):
+                original(self, at, stream)
+                if at == step:
+                    raise KeyboardInterrupt
+
+            monkeypatch.setattr(trainer_class, "_save", save_then_stop)
+
+        def restore(self):
+            monkeypatch.undo()
+
+    return Interrupt()
+
+
 @pytest.fixture(scope="module")
 def renderer_backend():
     """The OpenGL backend drone flights render with; skips without the drone extra or a working backend."""

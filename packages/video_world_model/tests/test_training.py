@@ -103,26 +103,21 @@ def test_cli_train_writes_exactly_the_layout(tiny_wan_dir, clips, tmp_path):
     assert state["global_step"] == 4 and {"epoch", "data_position", "rng", "config"} <= set(state)
 
 
-def test_resume_after_interruption_gives_the_same_losses(tiny_wan_dir, clips, cache, tmp_path, monkeypatch):
+def test_resume_after_interruption_gives_the_same_losses(
+    tiny_wan_dir, clips, cache, tmp_path, interrupt_after_save
+):
     config = base_config(
         tiny_wan_dir, clips, tmp_path / "full", cache_dir=str(cache), max_steps=6, save_steps=2
     )
     uninterrupted = WorldModelTrainer(config).run().losses
 
-    original = WorldModelTrainer._save
-
-    def crash_after_step_two(self, step, stream):
-        original(self, step, stream)
-        if step == 2:
-            raise KeyboardInterrupt  # killed right after the save
-
-    monkeypatch.setattr(WorldModelTrainer, "_save", crash_after_step_two)
+    interrupt_after_save(WorldModelTrainer, 2)
     interrupted = base_config(
         tiny_wan_dir, clips, tmp_path / "cut", cache_dir=str(cache), max_steps=6, save_steps=2
     )
     with pytest.raises(KeyboardInterrupt):
         WorldModelTrainer(interrupted).run()
-    monkeypatch.setattr(WorldModelTrainer, "_save", original)
+    interrupt_after_save.restore()
     resumed = (
         WorldModelTrainer(TrainConfig(**(interrupted.to_dict() | {"resume_from": "latest"}))).run().losses
     )

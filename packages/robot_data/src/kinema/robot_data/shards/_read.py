@@ -6,9 +6,10 @@ Order of one epoch, all of it a function of (``seed``, epoch, rank, worker) and 
    ``world_size``-th shard from ``rank`` on, and DataLoader worker ``w`` of ``W`` every ``W``-th of those;
 2. each sample expands into its windows (one for ``window="first"`` / ``"random"``, several for ``"all"``), and
    a worker passes them through a shuffle buffer of ``shuffle_buffer`` items (raw bytes: nothing is decoded yet);
-3. the DataLoader takes ``loader_batch_size`` items from each worker in turn (its in-order round robin); every
-   process stops after the same number of items, the smallest process's share, so that no process waits at a
-   collective for another that has run out;
+3. the DataLoader takes ``loader_batch_size`` items from each of its ``loader_workers`` in turn (its in-order
+   round robin); each worker leaves out its ragged tail (fewer items than a batch), so every batch is whole, and
+   every process stops after the same number of items, the smallest process's share, so that no process waits at
+   a collective for another that has run out;
 4. ``set_epoch(epoch, position)`` skips the first ``position`` items of the process's stream (their bytes are
    read, nothing is decoded): the position a checkpoint recorded, so a resumed run continues with exactly the next
    item.
@@ -59,9 +60,10 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
     disk (default: the shard folder, or the folder of a local pattern; remote shards need a local copy of it). Options of :class:`ActionVideoConfig` other than
     ``base_path`` / ``metadata_path`` / ``repeat`` / ``check_videos`` are accepted as keywords. ``rank`` and
     ``world_size`` default to torch.distributed's. ``set_epoch`` must be called before each epoch (as with a
-    ``DistributedSampler``); ``len()`` is this process's items left in the epoch. ``loader_batch_size``: the
-    ``batch_size`` of the DataLoader that iterates it (its workers hand over whole batches in turn), for exact
-    resume positions with several workers.
+    ``DistributedSampler``); ``len()`` is this process's items left in the epoch. ``loader_batch_size`` and
+    ``loader_workers``: the ``batch_size`` and ``num_workers`` of the DataLoader that iterates it (its workers hand
+    over whole batches in turn): the plan of an epoch depends on them, so every batch is whole, every process
+    yields the same number, and a resume position is exact.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
         shuffle_shards: bool = True,
         shuffle_buffer: int = 0,
         loader_batch_size: int = 1,
+        loader_workers: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
         **options,
@@ -94,11 +97,10 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
             raise ValueError(f"shuffle_buffer: expected an integer >= 0, got {shuffle_buffer!r}")
         if not isinstance(loader_batch_size, int) or loader_batch_size < 1:
             raise ValueError(f"loader_batch_size: expected an integer >= 1, got {loader_batch_size!r}")
-        self.shuffle_shards, self.shuffle_buffer, self.unit = (
-            shuffle_shards,
-            shuffle_buffer,
-            loader_batch_size,
-        )
+        if not isinstance(loader_workers, int) or loader_workers < 0:
+            raise ValueError(f"loader_workers: expected an integer >= 0, got {loader_workers!r}")
+        self.shuffle_shards, self.shuffle_buffer = shuffle_shards, shuffle_buffer
+        self.unit, self.workers = loader_batch_size, max(1, loader_workers)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_position = 0, 0
         short = sum(
@@ -158,20 +160,23 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
             order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.shards))
         return [self.shards[i] for i in order]
 
+    def _worker_counts(self, shards: list[tuple[str, dict]], rank: int, world: int) -> tuple[list, list[int]]:
+        """(shards of each worker role of process ``rank``, items each role yields: whole batches only)."""
+        roles = [shards[rank::world][w :: self.workers] for w in range(self.workers)]
+        counts = [sum(self._items(s) for _, e in ws for s in e["action_steps"]) for ws in roles]
+        return roles, [c // self.unit * self.unit for c in counts]
+
     def _epoch_length(self, shards: list[tuple[str, dict]], world: int) -> int:
         """Items every process yields this epoch: the smallest process's share of ``shards``."""
-        return min(
-            sum(self._items(s) for _, e in shards[r::world] for s in e["action_steps"]) for r in range(world)
-        )
+        return min(sum(self._worker_counts(shards, r, world)[1]) for r in range(world))
 
-    def _plan(self, workers: int) -> tuple[list[list[tuple[str, dict]]], list[int], list[int], int]:
+    def _plan(self) -> tuple[list[list[tuple[str, dict]]], list[int], list[int], int]:
         """(shards of each worker role of this process, items each role yields this epoch, items each role has
         given before ``start_position``, the role whose turn is next there)."""
         rank, world = self._rank_world()
         shards = self._epoch_shards()
         length = self._epoch_length(shards, world)
-        role_shards = [shards[rank::world][w::workers] for w in range(workers)]
-        counts = [sum(self._items(s) for _, e in ws for s in e["action_steps"]) for ws in role_shards]
+        role_shards, counts = self._worker_counts(shards, rank, world)
         end_takes, _ = _round_robin(counts, length, self.unit)
         skips, next_turn = _round_robin(counts, min(self.start_position, length), self.unit)
         return role_shards, end_takes, skips, next_turn
@@ -234,8 +239,13 @@ class ShardedActionVideoDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if workers != self.workers:
+            raise ValueError(
+                f"loader_workers: the dataset plans its epochs for {self.workers} DataLoader worker(s) (0 counts as "
+                f"1), the DataLoader has {workers}: give the DataLoader's num_workers as loader_workers"
+            )
         rank, _ = self._rank_world()
-        role_shards, takes, skips, next_turn = self._plan(workers)
+        role_shards, takes, skips, next_turn = self._plan()
         # a resumed loader asks worker 0 first: it plays the role whose turn was next, and the others follow
         role = (worker + next_turn) % workers
         items = self._shuffled(self._raw_items(role_shards[role]), rank, role)

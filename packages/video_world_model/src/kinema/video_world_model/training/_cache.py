@@ -87,6 +87,11 @@ def write_cache(
         raise ValueError(
             "--dataset_window: a cache holds fixed windows; use 'all' (every window, the default) or 'first'"
         )
+    if config.dataset_shards is not None:
+        raise ValueError(
+            "--dataset_shards: `kinema-wm cache` encodes a folder of clips (--dataset_base_path); latent caches "
+            "are not written from shards yet"
+        )
     writer = CacheWriter(cache_dir, config.dataset_base_path, shard_size)
     dataset, scale = build_dataset(config, window="all")
     components = load_wan_components(

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from diffusers.training_utils import cast_training_params
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -94,13 +94,28 @@ class BatchStream:
         self.dataset, self.config, self.rank, self.world = dataset, config, rank, world
         self.epoch, self.position = epoch, position
         self.global_batch = config.batch_size * world
-        if len(dataset) < self.global_batch:
+        # a streamed dataset (WebDataset shards) plans each process's share itself: its len() is per process
+        self.streamed = isinstance(dataset, IterableDataset)
+        available = len(dataset) * (world if self.streamed else 1)
+        if available < self.global_batch:
             raise ValueError(
-                f"dataset: {len(dataset)} samples, fewer than one global batch ({self.global_batch})"
+                f"dataset: {available} samples, fewer than one global batch ({self.global_batch})"
             )
         self._iterator = None
 
     def _start(self) -> None:
+        if self.streamed:
+            # every process consumed position / world samples of its own stream this epoch
+            self.dataset.set_epoch(self.epoch, self.position // self.world)
+            loader = DataLoader(
+                self.dataset,
+                batch_size=self.config.batch_size,
+                num_workers=self.config.dataset_num_workers,
+                collate_fn=self.collate_fn,
+                persistent_workers=False,
+            )
+            self._iterator = iter(loader)
+            return
         if hasattr(self.dataset, "set_epoch"):
             # random windows are drawn from (seed, epoch, index): set before the workers copy the dataset, so a run
             # resumed in this epoch draws the windows the uninterrupted run drew

@@ -36,6 +36,12 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
     "dataset_num_workers": ("dataset", "DataLoader worker processes (0: load in the training process)"),
     "cache_dir": ("dataset", "train on latents and text embeddings written by `kinema-wm cache` (no VAE or text "
                   "encoder is loaded)"),
+    "dataset_shards": ("dataset", "WebDataset shards written by `kinema-data shard`: a folder, a brace pattern "
+                       "or a pipe: command (each process reads its own shards; see docs/training.md)"),
+    "dataset_shards_index": ("dataset", "the shards' index.json on local disk (default: beside local shards; "
+                             "needed for remote ones)"),
+    "dataset_shuffle_buffer": ("dataset", "samples each DataLoader worker shuffles among (0: the shard order "
+                               "from --seed and the epoch only)"),
     "height": ("dataset", "frame height in pixels, a multiple of 32 (default: from the clip and --max_pixels)"),
     "width": ("dataset", "frame width in pixels, a multiple of 32 (default: from the clip and --max_pixels)"),
     "num_frames": ("dataset", "frames per sample, 4n+1 (81: 21 latent frames, 20 actions)"),

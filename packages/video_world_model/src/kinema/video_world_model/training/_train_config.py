@@ -18,7 +18,12 @@ from ._loop_config import LoopConfig
 TRAINABLE_MODELS = ("action_controller", "lora")
 DATASET_WINDOWS = ("first", "random", "all")  # kinema.robot_data's ActionVideoConfig.window
 # options added later whose default is what every run did before they existed: a checkpoint without them resumes
-FIELDS_ADDED_WITH_VALUE = {"flow_shift": 5.0, "prediction_type": "flow", "sigma_schedule": "inference"}
+FIELDS_ADDED_WITH_VALUE = {
+    "flow_shift": 5.0,
+    "prediction_type": "flow",
+    "sigma_schedule": "inference",
+    "dataset_shuffle_buffer": 0,
+}
 LORA_TARGETS = {  # reference (DiffSynth/Wan) names -> diffusers' WanTransformerBlock module names
     "q": "to_q",
     "k": "to_k",
@@ -47,6 +52,9 @@ class TrainConfig(LoopConfig):
     data_file_keys: str = "video"
     dataset_repeat: int = 1
     cache_dir: str | None = None  # latents + text embeddings written by `kinema-wm cache`
+    dataset_shards: str | None = None  # WebDataset shards written by `kinema-data shard`
+    dataset_shards_index: str | None = None
+    dataset_shuffle_buffer: int = 0
     height: int | None = None
     width: int | None = None
     num_frames: int = 81
@@ -86,10 +94,22 @@ class TrainConfig(LoopConfig):
             self.model_dir = str(_model_dir_from_origin_paths(self.model_id_with_origin_paths))
         if self.model_dir is None:
             raise ValueError("--model_dir: required (a local Wan2.2-TI2V directory)")
-        if self.dataset_base_path is None and self.cache_dir is None:
+        sources = [f"--{k}" for k in ("dataset_base_path", "cache_dir", "dataset_shards") if getattr(self, k)]
+        if not sources:
             raise ValueError(
-                "--dataset_base_path: required unless --cache_dir names a cache made by `kinema-wm cache`"
+                "--dataset_base_path: required unless --cache_dir names a cache made by `kinema-wm cache` or "
+                "--dataset_shards names shards made by `kinema-data shard`"
             )
+        if self.dataset_shards is not None and len(sources) > 1:
+            raise ValueError(f"--dataset_shards: give one source of training data, got {', '.join(sources)}")
+        if self.dataset_shards is None and (
+            self.dataset_shards_index is not None or self.dataset_shuffle_buffer
+        ):
+            raise ValueError(
+                "--dataset_shards_index, --dataset_shuffle_buffer: only --dataset_shards uses them"
+            )
+        if self.dataset_shuffle_buffer < 0:
+            raise ValueError(f"--dataset_shuffle_buffer: expected >= 0, got {self.dataset_shuffle_buffer}")
         unknown = sorted(set(self.trainable) - set(TRAINABLE_MODELS))
         if unknown or not self.trainable:
             raise ValueError(

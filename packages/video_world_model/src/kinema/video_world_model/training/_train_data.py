@@ -16,6 +16,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
 from kinema.robot_data import ActionVideoConfig, ActionVideoDataset
+from kinema.robot_data.shards import ShardedActionVideoDataset
 
 CACHE_FORMAT = "kinema-wm-cache"
 CACHE_INDEX = "index.json"
@@ -91,24 +92,43 @@ class CachedLatentDataset(Dataset):
 
 
 def build_dataset(config, window: str = "random") -> tuple[Dataset, list[float]]:
-    """(dataset, action magnitude scale) for a TrainConfig: the cache when given, else the clips, whose samples
-    are windows of ``config.dataset_window`` frames, or of ``window`` when that is unset ("random" for training:
-    a start per sample drawn from (``config.seed``, epoch, index); the loop's BatchStream sets the epoch)."""
+    """(dataset, action magnitude scale) for a TrainConfig: the cache when given, else the clips (from a folder or
+    WebDataset shards), whose samples are windows of ``config.dataset_window`` frames, or of ``window`` when that
+    is unset ("random" for training: a start per sample drawn from (``config.seed``, epoch, index); the loop's
+    BatchStream sets the epoch)."""
     if config.cache_dir is not None:
         dataset = CachedLatentDataset(config.cache_dir, repeat=config.dataset_repeat)
         return dataset, dataset.action_magnitude_scale
+    clip_options = {
+        "num_frames": config.num_frames,
+        "height": config.height,
+        "width": config.width,
+        "max_pixels": None if config.height else config.max_pixels,
+        "data_file_keys": config.data_file_keys,
+        "window": config.dataset_window or window,
+        "seed": config.seed,
+    }
+    if config.dataset_shards is not None:
+        if config.dataset_repeat != 1:
+            raise ValueError(
+                "--dataset_repeat: shards are read once per epoch; leave it at 1 with --dataset_shards"
+            )
+        dataset = ShardedActionVideoDataset(
+            config.dataset_shards,
+            index=config.dataset_shards_index,
+            shuffle_buffer=config.dataset_shuffle_buffer,
+            # the plan of an epoch follows the loader: whole batches, the same count on every process
+            loader_batch_size=config.batch_size,
+            loader_workers=config.dataset_num_workers,
+            **clip_options,
+        )
+        return dataset, list(dataset.config.action_magnitude_scale)
     dataset = ActionVideoDataset(
         ActionVideoConfig(
             base_path=config.dataset_base_path,
             metadata_path=config.dataset_metadata_path,
             repeat=config.dataset_repeat,
-            num_frames=config.num_frames,
-            height=config.height,
-            width=config.width,
-            max_pixels=None if config.height else config.max_pixels,
-            data_file_keys=config.data_file_keys,
-            window=config.dataset_window or window,
-            seed=config.seed,
+            **clip_options,
         )
     )
     if len(dataset) == 0:
