@@ -282,6 +282,11 @@ class Trainer(ABC):
                 "accelerate config: FSDP version 1 is not supported by kinema's trainers; set fsdp_version: 2 "
                 "(fsdp_config in the file given to accelerate launch --config_file)"
             )
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            # the loop builds its own DataLoaders (resumable order), so DeepSpeed learns the batch from here
+            ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+            if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+                ds_config["train_micro_batch_size_per_gpu"] = config.batch_size
         self.module, self.optimizer = accelerator.prepare(module, optimizer)
         self.scheduler = scheduler
         self.raw = accelerator.unwrap_model(self.module)
