@@ -255,3 +255,17 @@ def test_two_torchrun_processes_split_the_shards(shards, tmp_path):
         data.set_epoch(1)
         by_hand.append(keys(data))
     assert sorted(parts[0]) == sorted(by_hand[0]) and sorted(parts[1]) == sorted(by_hand[1])
+
+
+def test_brace_patterns_and_pipe_commands_read_the_same_samples(shards):
+    folder = keys(ShardedActionVideoDataset(shards, num_frames=9, shuffle_shards=False))
+    pattern = str(shards / "shard-{000000..000003}.tar")
+    assert keys(ShardedActionVideoDataset(pattern, num_frames=9, shuffle_shards=False)) == folder
+    # a pipe: command, as `aws s3 cp s3://... -` or `gsutil cat gs://...` would be given; the index is local
+    piped = f"pipe:cat {shards}/shard-{{000000..000003}}.tar"
+    with pytest.raises(ValueError, match="index: give a local copy"):
+        ShardedActionVideoDataset(piped, num_frames=9)
+    data = ShardedActionVideoDataset(piped, index=shards / "index.json", num_frames=9, shuffle_shards=False)
+    assert keys(data) == folder
+    with pytest.raises(RobotDataError, match=r"shard-000009\.tar is not in the index"):
+        ShardedActionVideoDataset(str(shards / "shard-000009.tar"), index=shards, num_frames=9)
