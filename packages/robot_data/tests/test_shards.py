@@ -269,3 +269,56 @@ def test_brace_patterns_and_pipe_commands_read_the_same_samples(shards):
     assert keys(data) == folder
     with pytest.raises(RobotDataError, match=r"shard-000009\.tar is not in the index"):
         ShardedActionVideoDataset(str(shards / "shard-000009.tar"), index=shards, num_frames=9)
+
+
+@pytest.fixture(scope="module")
+def vace_e(tmp_path_factory):
+    from kinema.robot_data.testing import write_vace_e_dataset
+
+    root = tmp_path_factory.mktemp("vace_e")
+    fixture = write_vace_e_dataset(root / "data", num_frames=13, broken=["missing_control_video"])
+    return fixture, root
+
+
+def test_vace_e_episodes_round_trip_through_shards(vace_e):
+    from kinema.robot_data import VaceEEpisodeDataset
+    from kinema.robot_data.shards import ShardedVaceEEpisodeDataset, write_vace_e_shards
+
+    fixture, root = vace_e
+    with pytest.warns(RobotDataWarning, match="skipped 1 of 4"):
+        index = write_vace_e_shards(
+            fixture.root, fixture.metadata, root / "shards", max_shard_samples=2, progress=False
+        )
+    assert index.kind == "vace_e" and index.samples == 3 and len(index.skipped) == 1
+    assert [s["frames"] for s in index.shards] == [[13, 13], [13]]
+    assert (root / "shards" / "task_metadata.json").read_bytes() == fixture.metadata.read_bytes()
+    assert [item.status for item in validate_shards(root / "shards", deep=True).items] == [
+        "warning",
+        "ok",
+        "ok",
+    ]
+    for window in ("first", "random", "all"):
+        options = {"num_frames": 5, "window": window, "seed": 3}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RobotDataWarning)  # the broken episode, skipped again
+            folder = VaceEEpisodeDataset(base_path=fixture.root, metadata_path=fixture.metadata, **options)
+        folder.set_epoch(2)
+        streamed = ShardedVaceEEpisodeDataset(root / "shards", shuffle_shards=False, **options)
+        streamed.set_epoch(2)
+        samples = list(streamed)
+        assert len(samples) == len(streamed) == len(folder)  # "all": 3 windows of 5 frames in 13, per episode
+        if window == "all":
+            starts = [(s["index"], int(s["frame_indices"][0])) for s in samples]
+            assert starts == [(i, f) for i in range(3) for f in (0, 4, 8)]
+            continue
+        for sample in samples:
+            expected = folder[sample["index"]]
+            for key in ("video", "control_video", "mask", "frame_indices"):
+                assert torch.equal(sample[key], expected[key]), key
+            for key in ("hand_motion", "object_trajectory", "embodiment_image"):
+                assert (sample[key] is None) == (expected[key] is None), key
+                assert sample[key] is None or torch.equal(sample[key], expected[key]), key
+            for key in ("prompt", "task", "embodiment_type", "episode"):
+                assert sample[key] == expected[key], key
+    with pytest.raises(RobotDataError, match="expected action_video shards"):
+        ShardedActionVideoDataset(root / "shards", num_frames=5)

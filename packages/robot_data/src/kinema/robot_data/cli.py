@@ -227,24 +227,26 @@ def register_export_lerobot(commands) -> None:
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from .shards import write_action_video_shards
+    from .shards import write_action_video_shards, write_vace_e_shards
 
-    index = write_action_video_shards(
-        args.path,
-        args.out,
-        metadata_path=args.metadata,
-        data_file_keys=args.data_file_keys,
-        max_shard_bytes=int(args.max_shard_mb * 2**20),
-        max_shard_samples=args.max_shard_samples,
-        strict=args.strict,
-        progress=not args.no_progress,
-    )
+    limits = {"max_shard_bytes": int(args.max_shard_mb * 2**20), "max_shard_samples": args.max_shard_samples}
+    common = {"strict": args.strict, "progress": not args.no_progress} | limits
+    if detect_format(args.path, args.metadata).format == VACE_E:
+        if args.metadata is None:
+            raise UsageError(
+                f"{args.path} holds VACE-E episodes: pass their task metadata JSON with --metadata FILE"
+            )
+        index = write_vace_e_shards(args.path, args.metadata, args.out, **common)
+    else:
+        index = write_action_video_shards(
+            args.path, args.out, metadata_path=args.metadata, data_file_keys=args.data_file_keys, **common
+        )
     print(
         f"{index.samples} samples in {len(index.shards)} shards written to {args.out} (index: {args.out}/index.json)"
     )
     if index.skipped:
         print(
-            f"{len(index.skipped)} row(s) left out (listed in the index; --strict stops at the first instead)"
+            f"{len(index.skipped)} item(s) left out (listed in the index; --strict stops at the first instead)"
         )
     return 0
 
@@ -253,14 +255,17 @@ def register_shard(commands) -> None:
     parser = _subparser(
         commands,
         "shard",
-        "write an action-video dataset into WebDataset tar shards (resumable)",
-        "Writes every row of PATH's metadata CSV as one WebDataset sample (video.mp4 as stored, prompt.txt, "
-        "action.json, meta.json, one member per extra file column) into OUT/shard-000000.tar, ... and "
-        "OUT/index.json (samples and action steps per shard, the actions' statistics). Each shard appears only when "
-        "whole; run the same command again after an interruption to go on. Read the shards with "
-        "kinema.robot_data.shards.ShardedActionVideoDataset or any WebDataset reader.",
+        "write an action-video dataset or VACE-E episodes into WebDataset tar shards (resumable)",
+        "Writes every row of PATH's metadata CSV (action-video: video.mp4 as stored, prompt.txt, action.json, "
+        "meta.json, one member per extra file column), or every VACE-E episode of PATH (its videos, trajectories "
+        "and embodiment image as stored; the task metadata JSON given with --metadata is copied beside the index), "
+        "as one WebDataset sample into OUT/shard-000000.tar, ... and OUT/index.json (samples per shard and what a "
+        "reader needs to plan its windows, the source's statistics). Each shard appears only when whole; run the "
+        "same command again after an interruption to go on. Read the shards with "
+        "kinema.robot_data.shards.ShardedActionVideoDataset / ShardedVaceEEpisodeDataset or any WebDataset reader.",
         "  kinema-data shard data/drone shards/drone\n"
         "  kinema-data shard data/drone shards/drone --max-shard-mb 1024 --data-file-keys video,depth\n"
+        "  kinema-data shard data/vace_e shards/vace_e --metadata ph2d_metadata.json\n"
         "  kinema-data validate shards/drone\n",
     )
     parser.add_argument(
@@ -269,7 +274,12 @@ def register_shard(commands) -> None:
     parser.add_argument(
         "out", type=Path, metavar="OUT", help="the shard folder (created; an unfinished one goes on)"
     )
-    parser.add_argument("--metadata", type=Path, metavar="FILE", help="the CSV (default: PATH/metadata.csv)")
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        metavar="FILE",
+        help="action-video: the CSV (default: PATH/metadata.csv); VACE-E: the task metadata JSON (required)",
+    )
     parser.add_argument(
         "--data-file-keys",
         default="video",

@@ -16,7 +16,33 @@ from .._video import probe_video
 from ._index import read_index
 
 
-def _check_shard(path: Path, entry: dict, file_keys: list[str], deep: bool) -> tuple[str, str | None, str]:
+def _required_members(kind: str, settings: dict) -> list[str]:
+    """Member-name prefixes every sample of a shard folder of ``kind`` must have."""
+    if kind == "vace_e":
+        return ["video.", "control_video.", "mask.", "meta.json"]
+    return [f"{column}." for column in settings["data_file_keys"]] + [
+        "action.json",
+        "meta.json",
+        "prompt.txt",
+    ]
+
+
+def _check_sample(path: Path, kind: str, key: str, members: dict, entry: dict, position: int) -> str | None:
+    """Why sample ``key`` (the ``position``-th of its shard) is bad, or None."""
+    try:
+        json.loads(members["meta.json"])
+        if kind == "action_video":
+            binary, _ = parse_action_json(members["action.json"].decode(), source=str(path), row=key)
+            if len(binary) != entry["action_steps"][position]:
+                return f"{len(binary)} action steps, {entry['action_steps'][position]} in the index"
+    except (RobotDataError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _check_shard(
+    path: Path, entry: dict, kind: str, settings: dict, deep: bool
+) -> tuple[str, str | None, str]:
     if not path.is_file():
         return ERROR, None, "missing"
     if path.stat().st_size != entry["bytes"]:
@@ -36,29 +62,24 @@ def _check_shard(path: Path, entry: dict, file_keys: list[str], deep: bool) -> t
         return ERROR, None, f"not a readable tar file ({error})"
     if len(samples) != entry["samples"]:
         return ERROR, "samples", f"{len(samples)} in the tar, {entry['samples']} in the index"
-    for (key, members), steps in zip(samples.items(), entry["action_steps"], strict=True):
-        for column in file_keys:
-            if not any(name.startswith(f"{column}.") for name in members):
-                return ERROR, f"sample {key}", f"no {column}.* member"
-        for name in ("action.json", "meta.json", "prompt.txt"):
-            if name not in members:
-                return ERROR, f"sample {key}", f"no {name} member"
-        try:
-            binary, _ = parse_action_json(members["action.json"].decode(), source=str(path), row=key)
-            json.loads(members["meta.json"])
-        except (RobotDataError, ValueError) as error:
-            return ERROR, f"sample {key}", str(error)
-        if len(binary) != steps:
-            return ERROR, f"sample {key}", f"{len(binary)} action steps, {steps} in the index"
+    required = _required_members(kind, settings)
+    for position, (key, members) in enumerate(samples.items()):
+        for prefix in required:
+            if not any(name.startswith(prefix) for name in members):
+                return ERROR, f"sample {key}", f"no {prefix.rstrip('.')} member"
+        problem = _check_sample(path, kind, key, members, entry, position)
+        if problem:
+            return ERROR, f"sample {key}", problem
         if deep:
-            video = next(name for name in members if name.startswith("video."))
-            with tempfile.TemporaryDirectory(prefix="kinema-validate-") as scratch:
-                file = Path(scratch) / video
-                file.write_bytes(members[video])
-                try:
-                    probe_video(file, deep=True)
-                except RobotDataError as error:
-                    return ERROR, f"sample {key}: {video}", error.reason
+            videos = [name for name in members if name.split(".")[-1] in ("mp4", "mov", "mkv", "avi", "webm")]
+            for video in videos:
+                with tempfile.TemporaryDirectory(prefix="kinema-validate-") as scratch:
+                    file = Path(scratch) / video
+                    file.write_bytes(members[video])
+                    try:
+                        probe_video(file, deep=True)
+                    except RobotDataError as error:
+                        return ERROR, f"sample {key}: {video}", error.reason
     return OK, None, f"{entry['samples']} samples"
 
 
@@ -82,8 +103,6 @@ def validate_shards(folder: str | os.PathLike, *, deep: bool = False) -> Validat
     for item in index.skipped:
         report.items.append(ItemResult(item[0], WARNING, item[1], f"left out when sharding: {item[2]}"))
     for entry in index.shards:
-        status, field, reason = _check_shard(
-            folder / entry["name"], entry, index.settings["data_file_keys"], deep
-        )
+        status, field, reason = _check_shard(folder / entry["name"], entry, index.kind, index.settings, deep)
         report.items.append(ItemResult(str(folder / entry["name"]), status, field, reason))
     return report
