@@ -67,7 +67,7 @@ def replay_collides(chunk: torch.Tensor, batch: dict) -> bool:
 
 
 def test_the_two_demonstrations_start_alike_and_go_both_ways(pair):
-    files, batch = pair
+    _, batch = pair
     for key in ("image", "qpos", "environment_state"):
         assert torch.equal(batch[key][0], batch[key][1]), key  # one observation ...
     modes = lateral(batch["action"], batch)  # (2, C)
@@ -128,7 +128,8 @@ def test_the_hybrid_samples_each_mode(pair):
     chunks = model.sample(start, generator=torch.Generator().manual_seed(0))  # (K, C, 2)
     modes = lateral(batch["action"], batch)  # (2, C)
     separation = np.abs(modes[1] - modes[0]).max()
-    distance = np.abs(lateral(chunks, batch)[:, None] - modes[None]).max(-1)  # (K, 2): worst step to each mode
+    # (K, 2): the worst step of each sample against each mode
+    distance = np.abs(lateral(chunks, batch)[:, None] - modes[None]).max(-1)
     nearest = distance.argmin(1)
     close = distance.min(1) < 0.2 * separation
     assert close.mean() >= 0.75, distance  # most samples follow one demonstrated path closely
