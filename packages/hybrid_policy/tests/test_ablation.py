@@ -38,6 +38,17 @@ def test_ablation_writes_results_and_resumes(tmp_path):
         assert {"l1", "l2", "chunk_spread", "jerk", "step", "both_sides_fraction"} <= set(row)
     act = next(r for r in results["rows"] if r["policy"] == "act")
     assert act["chunk_spread"] == 0.0  # ACT is deterministic at inference
+    # every cell trains on the same schedule: cosine, warm-up min(500, 3 // 10) = 0, EMA weights (issue 23)
+    schedule = ("lr", "lr_backbone", "lr_schedule", "warmup_steps", "ema", "ema_power", "ema_max_decay",
+                "batch_size", "max_steps", "weight_decay", "grad_clip")  # fmt: skip
+    settings = {
+        cell: {k: json.loads((tmp_path / "runs" / cell / "train_config.json").read_text())["train"][k]
+               for k in schedule}
+        for cell in ("act_d2_s0", "C_d2_s0")
+    }  # fmt: skip
+    assert settings["act_d2_s0"] == settings["C_d2_s0"]
+    assert settings["act_d2_s0"]["lr_schedule"] == "cosine" and settings["act_d2_s0"]["ema"] is True
+    assert (tmp_path / "runs" / "act_d2_s0" / "checkpoints" / "step-000000003" / "ema.pt").is_file()
     for name in ("results.json", "results.md", "results.png", "sample_efficiency.png"):
         assert (tmp_path / name).is_file(), name
     assert "| policy | demos | success" in (tmp_path / "results.md").read_text()

@@ -124,6 +124,11 @@ class AblationConfig:
       at it directly (cheaper than rendering 480x640 and resizing; train and evaluation see the same pixels).
     - Evaluation: ``eval_episodes`` closed-loop episodes per cell (the same seeds for every cell),
       ``diversity_samples`` chunks for each of ``diversity_observations`` held-out observations.
+    - Training schedule, the same for every cell (ACT and the hybrid alike; issue 23): ``lr_schedule``
+      ("cosine" to 0 at the end of the run, or "constant"), ``warmup_steps`` of linear warm-up (None:
+      min(500, max_steps // 10), 500 without max_steps) and ``ema`` (EMA weights, diffusers' warm-up with power
+      0.75 and max decay 0.9999, evaluated and exported). The defaults are the hybrid's (Diffusion Policy's);
+      before kinema-hybrid 0.2.5 the ACT cells trained at a constant lr without warm-up or EMA.
     - ``act`` / ``hybrid``: extra ACTConfig / HybridConfig fields (for example ``{"kl_schedule": "cyclical:0.01:500"}``);
       ``train``: extra TrainConfig fields shared by both loops.
     """
@@ -144,6 +149,9 @@ class AblationConfig:
     session_minutes: float | None = None
     batch_size: int = 32
     lr: float = 1e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int | None = None
+    ema: bool = True
     num_inference_steps: int = 10
     eval_episodes: int = 50
     diversity_samples: int = 8
@@ -179,6 +187,16 @@ class AblationConfig:
             raise ValueError(
                 f"diversity_samples: expected >= 2 samples per observation, got {self.diversity_samples}"
             )
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.warmup_steps is None:
+            self.warmup_steps = min(500, (self.max_steps or 10**9) // 10)
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
+            raise ValueError(f"warmup_steps: expected an integer >= 0 or None, got {self.warmup_steps!r}")
         check_sampling_steps(self.num_inference_steps, 10**9, "num_inference_steps")
         chunk, steps = _TASK_CHUNKS[self.task]
         self.chunk_size = self.chunk_size or chunk
@@ -281,16 +299,28 @@ def model_config(policy: str, config: AblationConfig, first_episode: Path):
     )
 
 
-def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: AblationConfig, seed: int):
-    """Trains one cell (resuming an unfinished run); returns its TrainResult as a dict."""
-    shared = {
-        "data": [str(f) for f in files],
-        "out_dir": str(out_dir),
+def train_settings(config: AblationConfig) -> dict:
+    """The TrainConfig fields every cell shares, ACT's and the hybrid's alike: batch, lr, schedule, warm-up,
+    weight averaging (``config.train`` overrides them for every cell)."""
+    return {
         "batch_size": config.batch_size,
         "lr": config.lr,
         "lr_backbone": config.lr,
+        "lr_schedule": config.lr_schedule,
+        "warmup_steps": config.warmup_steps,
+        "ema": config.ema,
         "max_steps": config.max_steps,
         "max_minutes": config.max_minutes,
+        **config.train,
+    }
+
+
+def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: AblationConfig, seed: int):
+    """Trains one cell (resuming an unfinished run) with :func:`train_settings`; returns its TrainResult as a
+    dict."""
+    shared = {
+        "data": [str(f) for f in files],
+        "out_dir": str(out_dir),
         "val_fraction": 0.0,  # held-out episodes are measured by the ablation itself
         "save_every": 1000,  # an interrupted ablation resumes the cell from its last checkpoint
         "log_every": 50,
@@ -300,16 +330,13 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
         "progress": config.progress,
         "device": train_device(config.device),
         "resume": (out_dir / "checkpoints").is_dir(),
-        **config.train,
+        **train_settings(config),
     }
     if policy == "act":
         from kinema.act_policy import TrainConfig, train
-
-        return train(model, TrainConfig(**shared)).to_dict()
-    from ._train import TrainConfig, train
-
-    warmup = min(500, (config.max_steps or 10**9) // 10)
-    return train(model, TrainConfig(**{"warmup_steps": warmup, **shared})).to_dict()
+    else:
+        from ._train import TrainConfig, train
+    return train(model, TrainConfig(**shared)).to_dict()
 
 
 def load_trained(policy: str, run_dir: Path, config: AblationConfig, seed: int = 0):

@@ -190,6 +190,18 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=int, dest="num_inference_steps", default=10, help="DDIM steps (default 10)"
     )
     ablate.add_argument("--kl-schedule", help="variant C's beta schedule")
+    ablate.add_argument(
+        "--lr-schedule", choices=("constant", "cosine"), default="cosine",
+        help="every cell, ACT included (default cosine)",
+    )  # fmt: skip
+    ablate.add_argument(
+        "--warmup-steps", type=_non_negative_int,
+        help="linear warm-up of every cell (default min(500, max-steps / 10))",
+    )  # fmt: skip
+    ablate.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=True,
+        help="EMA weights for every cell, ACT included (default on)",
+    )  # fmt: skip
     ablate.add_argument("--workers", type=_positive_int, default=1, help="ALOHA simulator processes")
     ablate.add_argument(
         "--session-minutes", type=_positive_float,
@@ -373,6 +385,9 @@ def _run_ablate(args) -> int:
             workers=args.workers,
             device=args.device,
             hybrid=hybrid,
+            lr_schedule=args.lr_schedule,
+            warmup_steps=args.warmup_steps,
+            ema=args.ema,
             progress=not args.no_progress,
             **{k: getattr(args, k) for k in ("batch_size", "lr") if getattr(args, k) is not None},
         )
