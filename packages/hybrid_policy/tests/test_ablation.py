@@ -24,20 +24,29 @@ TINY_ABLATION = {
 
 def test_ablation_writes_results_and_resumes(tmp_path):
     config = AblationConfig(
-        task="dock", out_dir=str(tmp_path), variants=("act", "C"), seeds=(0,), demos=(2, 4), **TINY_ABLATION
-    )
+        task="dock", out_dir=str(tmp_path), variants=("act", "act_z", "C"), seeds=(0,), demos=(2, 4),
+        **TINY_ABLATION,
+    )  # fmt: skip
     results = run_ablation(config)
     assert [(r["policy"], r["demos"]) for r in results["rows"]] == [
         ("act", 2),
+        ("act_z", 2),
         ("C", 2),
         ("act", 4),
+        ("act_z", 4),
         ("C", 4),
     ]
     for row in results["rows"]:
         assert 0 <= row["success"] <= 1 and row["steps"] == 3
         assert {"l1", "l2", "chunk_spread", "jerk", "step", "both_sides_fraction"} <= set(row)
     act = next(r for r in results["rows"] if r["policy"] == "act")
-    assert act["chunk_spread"] == 0.0  # ACT is deterministic at inference
+    assert act["chunk_spread"] == 0.0  # ACT with z = 0 is deterministic at inference
+    act_z = next(r for r in results["rows"] if r["policy"] == "act_z")
+    assert act_z["chunk_spread"] > 0.0  # z ~ N(0, I): the chunks for one observation differ
+    # act_z evaluates the act cell's training (same weights), it does not train its own
+    assert act_z["steps"] == act["steps"] and act_z["train_seconds"] == act["train_seconds"]
+    assert not (tmp_path / "runs" / "act_z_d2_s0" / "checkpoints").exists()
+    assert (tmp_path / "runs" / "act_z_d2_s0" / "cell.json").is_file()
     # every cell trains on the same schedule: cosine, warm-up min(500, 3 // 10) = 0, EMA weights (issue 23)
     schedule = ("lr", "lr_backbone", "lr_schedule", "warmup_steps", "ema", "ema_power", "ema_max_decay",
                 "batch_size", "max_steps", "weight_decay", "grad_clip")  # fmt: skip

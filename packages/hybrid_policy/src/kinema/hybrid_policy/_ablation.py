@@ -38,7 +38,10 @@ from ._data import chunk_batch
 from ._metrics import chunk_fidelity, chunk_spread, mean_smoothness, mode_coverage
 from ._train import train_device
 
-POLICIES = ("act", *VARIANTS)
+# "act": ACT with z = 0 at inference (deterministic); "act_z": the same trained ACT with z ~ N(0, I) per query
+# (ACT's own way to sample modes: the control for "does the diffusion head or the latent do the work?").
+POLICIES = ("act", "act_z", *VARIANTS)
+ACT_POLICIES = ("act", "act_z")
 ALOHA_TASKS = ("transfer_cube", "insertion")
 TASKS = ("dock", *ALOHA_TASKS)
 DOCK_VAL_SEED = 50_000  # held-out dock scenes: disjoint from training (0..) and evaluation (100000..)
@@ -101,7 +104,8 @@ def check_policies(policies) -> tuple[str, ...]:
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
         raise ValueError(
-            f"variants: unknown {unknown or policies!r}; expected some of {POLICIES} (act: ACT; A: no latent; "
+            f"variants: unknown {unknown or policies!r}; expected some of {POLICIES} (act: ACT, z = 0; act_z: ACT, "
+            "z ~ N(0, I); A: no latent; "
             "B: z = f(obs); C: posterior and learned prior)"
         )
     return policies
@@ -282,10 +286,11 @@ def model_config(policy: str, config: AblationConfig, first_episode: Path):
     }
     if config.size != "paper":
         common["dropout"] = 0.0  # short runs: dropout only slows them down
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import ACTConfig
 
-        return ACTConfig(**{**common, **_ACT_DEPTH[config.size], **config.act})
+        inference_z = {"act": "zero", "act_z": "sample"}[policy]
+        return ACTConfig(**{**common, **_ACT_DEPTH[config.size], **config.act, "inference_z": inference_z})
     from ._config import HybridConfig
 
     return HybridConfig(
@@ -332,7 +337,7 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
         "resume": (out_dir / "checkpoints").is_dir(),
         **train_settings(config),
     }
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import TrainConfig, train
     else:
         from ._train import TrainConfig, train
@@ -341,10 +346,11 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
 
 def load_trained(policy: str, run_dir: Path, config: AblationConfig, seed: int = 0):
     """(SimPolicy, model) of a trained cell, on ``config.device``."""
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import load_policy
 
-        runner = load_policy(run_dir, device=config.device)
+        inference_z = {"act": "zero", "act_z": "sample"}[policy]
+        runner = load_policy(run_dir, device=config.device, inference_z=inference_z, seed=seed)
     else:
         from ._policy import load_policy
 
@@ -391,12 +397,15 @@ class ActionRecorder:
 
 @torch.no_grad()
 def sample_chunks(policy: str, model, batch: dict, samples: int, seed: int) -> torch.Tensor:
-    """``samples`` raw chunks per observation (B, K, C, A): z ~ p(z | obs) and fresh noise each (hybrid), or
-    ACT's deterministic z = 0 prediction repeated (ACT has no sampling at inference)."""
+    """``samples`` raw chunks per observation (B, K, C, A): z ~ p(z | obs) and fresh noise each (hybrid), z ~
+    N(0, I) each (ACT with ``inference_z="sample"``), or ACT's deterministic z = 0 prediction repeated."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     out = []
     for _ in range(samples):
-        out.append(model.predict(batch) if policy == "act" else model.sample(batch, generator=generator))
+        if policy in ACT_POLICIES:
+            out.append(model.predict(batch, generator=generator))
+        else:
+            out.append(model.sample(batch, generator=generator))
     return torch.stack(out, dim=1).float()
 
 
@@ -467,6 +476,21 @@ def _cell_name(policy: str, demos: int, seed: int) -> str:
     return f"{policy}_d{demos}_s{seed}"
 
 
+def _training_dir(out: Path, policy: str, demos: int, seed: int) -> Path:
+    """Where a cell's policy is trained: "act_z" shares the "act" cell's training (the same weights; only the
+    latent at inference differs), every other cell trains in its own folder."""
+    return out / "runs" / _cell_name("act" if policy == "act_z" else policy, demos, seed)
+
+
+def _finished_training(run_dir: Path) -> dict | None:
+    """The TrainResult of a run that completed (``train_result.json`` with ``complete``), else None."""
+    path = run_dir / "train_result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("complete") else None
+
+
 def run_ablation(config: AblationConfig, *, prepare_only: bool = False) -> dict:
     """Trains and evaluates every (policy, demos, seed) cell (finished cells are read back, unfinished ones
     resume); writes and returns the results (see the module docstring).
@@ -491,13 +515,16 @@ def run_ablation(config: AblationConfig, *, prepare_only: bool = False) -> dict:
                 if done.is_file():
                     rows.append(json.loads(done.read_text()))
                     continue
-                torch.manual_seed(seed)
-                model = model_config(policy, config, train_files[0])
-                trained = train_policy(policy, model, train_files[:demos], run_dir, config, seed)
+                train_dir = _training_dir(out, policy, demos, seed)
+                trained = _finished_training(train_dir) if train_dir != run_dir else None
+                if trained is None:
+                    torch.manual_seed(seed)
+                    model = model_config(policy, config, train_files[0])
+                    trained = train_policy(policy, model, train_files[:demos], train_dir, config, seed)
                 if not trained["complete"]:
-                    unfinished.append(run_dir.name)
+                    unfinished.append(train_dir.name)
                     continue
-                runner, net = load_trained(policy, run_dir, config, seed)
+                runner, net = load_trained(policy, train_dir, config, seed)
                 row = {
                     "policy": policy,
                     "demos": demos,

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from kinema.act_policy import write_atomic, write_json_atomic, write_text_atomic
 
-POLICY_LABELS = {"act": "ACT", "A": "A (obs only)", "B": "B (z = f(obs))", "C": "C (posterior + prior)"}
-POLICY_COLORS = {"act": "#d62728", "A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4"}
+POLICY_LABELS = {
+    "act": "ACT",
+    "act_z": "ACT-z (z ~ N(0, I))",
+    "A": "A (obs only)",
+    "B": "B (z = f(obs))",
+    "C": "C (posterior + prior)",
+}
+POLICY_COLORS = {"act": "#d62728", "act_z": "#9467bd", "A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4"}
 
 
 def _cell(entry: dict, key: str, percent: bool = False) -> str:
@@ -40,7 +46,7 @@ def results_markdown(results: dict) -> str:
         "Mean ± standard deviation over seeds. Success: closed loop. Step / jerk: mean ||a_{t+1} - a_t|| and "
         "mean ||third difference|| of the executed actions (lower is smoother). L1 / L2: one predicted chunk "
         "against the ground truth on held-out episodes. Spread: std of "
-        f"{config['diversity_samples']} chunks sampled for one observation (ACT is deterministic at inference)."
+        f"{config['diversity_samples']} chunks sampled for one observation (ACT with z = 0 is deterministic at inference)."
         + (
             " Both sides: fraction of held-out scenes where the sampled first chunks go both left and right."
             if dock

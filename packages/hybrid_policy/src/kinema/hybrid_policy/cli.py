@@ -35,6 +35,7 @@ eval_episodes.jsonl to --out (default CHECKPOINT/eval_TASK)."""
 
 _ABLATE_EXAMPLES = """examples:
   kinema-hybrid ablate --task dock --variants act,A,B,C --seeds 3 --out runs/ablate_dock
+  kinema-hybrid ablate --task dock --variants act,act_z,A,B,C --seeds 3 --lr 1e-3 --out runs/dock_fair
   kinema-hybrid ablate --task dock --variants act,C --seeds 1 --size tiny --max-steps 300 --out runs/quick
   kinema-hybrid ablate --task dock --demos 10,25,50 --seeds 3 --out runs/dock_efficiency
   kinema-hybrid ablate --task transfer_cube --data data/sim_transfer_cube --seeds 1 --size paper \\
@@ -172,7 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ablate.add_argument("--task", required=True, help="dock, transfer_cube or insertion")
     ablate.add_argument("--out", type=Path, required=True, metavar="DIR")
-    ablate.add_argument("--variants", default="act,A,B,C", help="comma-separated (default act,A,B,C)")
+    ablate.add_argument(
+        "--variants", default="act,A,B,C",
+        help="comma-separated among act (z = 0), act_z (ACT with z ~ N(0, I)), A, B, C (default act,A,B,C)",
+    )  # fmt: skip
     ablate.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per variant (default 3)")
     ablate.add_argument("--demos", default="50", help="demonstration counts, e.g. 10,25,50 (default 50)")
     ablate.add_argument(
