@@ -368,12 +368,16 @@ def load_trained(policy: str, run_dir: Path, config: AblationConfig, seed: int =
 
 
 class ActionRecorder:
-    """Wraps a SimPolicy and keeps every row's executed actions, one sequence (T, A) per episode."""
+    """Wraps a SimPolicy and keeps every row's executed actions, one sequence (T, A) per episode, numbered in the
+    order episodes start (rows in ascending order within a step: the order in which kinema.robot_data's dock and
+    ALOHA harnesses hand out episode indices), with the environment_state each episode started from."""
 
     def __init__(self, policy):
         self.policy = policy
-        self.sequences: list[np.ndarray] = []
-        self._open: dict[int, list] = {}
+        self._done: dict[int, np.ndarray] = {}
+        self.starts: dict[int, np.ndarray] = {}  # episode -> environment_state at its first step
+        self._open: dict[int, tuple[int, list]] = {}  # row -> (episode, actions)
+        self._count = 0
 
     def reset(self, num_envs: int) -> None:
         self.policy.reset(num_envs)
@@ -382,17 +386,45 @@ class ActionRecorder:
         actions = np.asarray(self.policy.act(observation))
         steps = np.asarray(observation["step"])
         active = np.asarray(observation.get("active", np.ones(len(steps), bool)), bool)
+        state = observation.get("environment_state")
         for row in np.flatnonzero(active):
-            if steps[row] == 0 and self._open.get(row):
-                self.sequences.append(np.asarray(self._open[row]))
-                self._open[row] = []
-            self._open.setdefault(row, []).append(actions[row].copy())
+            if steps[row] == 0 or row not in self._open:
+                self._close(row)
+                self._open[row] = (self._count, [])
+                if state is not None:
+                    self.starts[self._count] = np.asarray(state[row], np.float64).copy()
+                self._count += 1
+            self._open[row][1].append(actions[row].copy())
         return actions
 
+    def _close(self, row: int) -> None:
+        if row in self._open:
+            episode, actions = self._open.pop(row)
+            self._done[episode] = np.asarray(actions)
+
     def finish(self) -> list[np.ndarray]:
-        self.sequences += [np.asarray(v) for v in self._open.values() if v]
-        self._open = {}
-        return self.sequences
+        """The action sequences (T, A), in episode order."""
+        for row in list(self._open):
+            self._close(row)
+        return [self._done[k] for k in sorted(self._done)]
+
+
+def episode_smoothness(sequences: list[np.ndarray], records: list[dict]) -> dict:
+    """Step and jerk (:func:`mean_smoothness`) over all episodes and over the successful ones
+    (``step_success``, ``jerk_success``: None without a success), from the recorded action sequences and the
+    harness's per-episode records (``success``), matched by episode order; ``successes`` counts them."""
+    if len(sequences) != len(records):
+        raise RuntimeError(
+            f"recorded {len(sequences)} action sequences for {len(records)} evaluated episodes"
+        )
+    successful = [seq for seq, record in zip(sequences, records, strict=True) if record["success"]]
+    out = dict(mean_smoothness(sequences))
+    # None rather than NaN without a success: rows are compared and written as JSON
+    out.update(
+        {f"{k}_success": v if math.isfinite(v) else None for k, v in mean_smoothness(successful).items()}
+    )
+    out["successes"] = len(successful)
+    return out
 
 
 @torch.no_grad()
@@ -457,6 +489,10 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
 
         result = evaluate(recorder, config.eval_episodes, out_dir=out_dir, progress=config.progress)
         summary = {"success": result.success_rate, "collision": result.collision_rate, "modes": result.modes}
+        sequences = recorder.finish()
+        for record, actions in zip(result.episodes, sequences, strict=False):  # the order check
+            if not np.array_equal(np.asarray(record["actions"]), actions):
+                raise RuntimeError(f"recorded actions do not match episode {record['episode']}")
     else:
         from kinema.robot_data.sim import evaluate
 
@@ -465,7 +501,12 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
             progress=config.progress, **_render_size(config),
         )  # fmt: skip
         summary = {"success": result.success_rate, "stage_rates": result.stage_rates}
-    summary.update(mean_smoothness(recorder.finish()))
+        sequences = recorder.finish()
+        for record in result.episodes:  # the order check: each episode started from its own scene
+            start = recorder.starts.get(record["episode"])
+            if start is not None and not np.allclose(start, record["environment_state"], atol=1e-5):
+                raise RuntimeError(f"recorded actions do not match episode {record['episode']}")
+    summary.update(episode_smoothness(sequences, result.episodes))
     return summary
 
 
@@ -564,7 +605,18 @@ def _device_name(device: str | None) -> str:
     return "cpu"
 
 
-_SUMMARIZED = ("success", "collision", "step", "jerk", "l1", "l2", "chunk_spread", "both_sides_fraction")
+_SUMMARIZED = (
+    "success",
+    "collision",
+    "step",
+    "jerk",
+    "step_success",
+    "jerk_success",
+    "l1",
+    "l2",
+    "chunk_spread",
+    "both_sides_fraction",
+)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

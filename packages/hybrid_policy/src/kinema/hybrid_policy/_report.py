@@ -19,6 +19,10 @@ POLICY_LABELS = {
 POLICY_COLORS = {"act": "#d62728", "act_z": "#9467bd", "A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4"}
 
 
+def _number(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
 def _cell(entry: dict, key: str, percent: bool = False) -> str:
     if key not in entry:
         return "-"
@@ -44,7 +48,8 @@ def results_markdown(results: dict) -> str:
         "episodes per cell.",
         "",
         "Mean ± standard deviation over seeds. Success: closed loop. Step / jerk: mean ||a_{t+1} - a_t|| and "
-        "mean ||third difference|| of the executed actions (lower is smoother). L1 / L2: one predicted chunk "
+        "mean ||third difference|| of the executed actions (lower is smoother), over all episodes and over the "
+        "successful ones only (jerk ok: collisions and timeouts end at other lengths). L1 / L2: one predicted chunk "
         "against the ground truth on held-out episodes. Spread: std of "
         f"{config['diversity_samples']} chunks sampled for one observation (ACT with z = 0 is deterministic at inference)."
         + (
@@ -54,7 +59,7 @@ def results_markdown(results: dict) -> str:
         ),
         "",
     ]
-    header = ["policy", "demos", "success", "step", "jerk", "L1", "L2", "spread"] + (
+    header = ["policy", "demos", "success", "step", "jerk", "jerk ok", "L1", "L2", "spread"] + (
         ["both sides"] if dock else []
     )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -65,6 +70,7 @@ def results_markdown(results: dict) -> str:
             _cell(entry, "success", True),
             _cell(entry, "step"),
             _cell(entry, "jerk"),
+            _cell(entry, "jerk_success"),
             _cell(entry, "l1"),
             _cell(entry, "l2"),
             _cell(entry, "chunk_spread"),
@@ -80,7 +86,7 @@ def results_markdown(results: dict) -> str:
             extra = f", successes left {counts['left']} / right {counts['right']}"
         lines.append(
             f"- `{row['policy']}` demos {row['demos']} seed {row['seed']}: success {row['success']:.0%}{extra}, "
-            f"{row['steps']} steps in {row['train_seconds'] / 60:.1f} min ({row['samples_per_second']:.0f} samples/s)"
+            f"jerk {row['jerk']:.4f} (successful {_number(row.get('jerk_success'))}), {row['steps']} steps in {row['train_seconds'] / 60:.1f} min ({row['samples_per_second']:.0f} samples/s)"
         )
     return "\n".join(lines) + "\n"
 
