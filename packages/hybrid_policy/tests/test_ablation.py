@@ -65,7 +65,9 @@ def test_ablation_writes_results_and_resumes(tmp_path):
     assert (tmp_path / "runs" / "act_d2_s0" / "checkpoints" / "step-000000003" / "ema.pt").is_file()
     for name in ("results.json", "results.md", "results.png", "sample_efficiency.png"):
         assert (tmp_path / name).is_file(), name
-    assert "| policy | demos | success | step | jerk | jerk ok |" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "| policy | demos | success | step | jerk | jerk ok |" in report
+    assert "(cosine, 0 warm-up steps, EMA True;" in report and "on seeds from 100000" in report
     again = run_ablation(config)  # finished cells are read back, not retrained
     assert again["rows"] == results["rows"]
 
@@ -97,8 +99,11 @@ def test_ablation_in_pieces_prepare_then_session_limited_cells(tmp_path):
         and not (tmp_path / "results.json").exists()
     )
 
-    finished = run_ablation(AblationConfig(**base, **TINY_ABLATION))
+    finished = run_ablation(AblationConfig(**base, **TINY_ABLATION, eval_seed=70_000))
     assert finished["complete"] is True and [r["steps"] for r in finished["rows"]] == [3]
+    summary = json.loads((tmp_path / "runs" / "C_d2_s0" / "eval_dock" / "eval_summary.json").read_text())
+    assert summary["seed"] == 70_000  # a validation range, not the reported one
+    assert "on seeds from 70000" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.json").is_file()
 
 

@@ -45,6 +45,7 @@ ACT_POLICIES = ("act", "act_z")
 ALOHA_TASKS = ("transfer_cube", "insertion")
 TASKS = ("dock", *ALOHA_TASKS)
 DOCK_VAL_SEED = 50_000  # held-out dock scenes: disjoint from training (0..) and evaluation (100000..)
+EVAL_SEED = 100_000  # closed-loop evaluation scenes / episodes (kinema.robot_data's default range)
 RESULTS = "results"
 
 # Model sizes shared by ACT and the hybrid (transformer width, depth, backbone width). "paper" is ACT's and
@@ -126,7 +127,9 @@ class AblationConfig:
       it), for machines lent in pieces. ``size``: "tiny", "small" or "paper" (see :data:`SIZES`).
     - ``image_size`` (H, W): the policies' camera resolution. On ALOHA the recording and the evaluation render
       at it directly (cheaper than rendering 480x640 and resizing; train and evaluation see the same pixels).
-    - Evaluation: ``eval_episodes`` closed-loop episodes per cell (the same seeds for every cell),
+    - Evaluation: ``eval_episodes`` closed-loop episodes per cell on seeds ``eval_seed``, ``eval_seed + 1``, ...
+      (the same for every cell; default 100000, the reported range: choose settings on another range, e.g.
+      70000, never on the reported one),
       ``diversity_samples`` chunks for each of ``diversity_observations`` held-out observations.
     - Training schedule, the same for every cell (ACT and the hybrid alike; issue 23): ``lr_schedule``
       ("cosine" to 0 at the end of the run, or "constant"), ``warmup_steps`` of linear warm-up (None:
@@ -158,6 +161,7 @@ class AblationConfig:
     ema: bool = True
     num_inference_steps: int = 10
     eval_episodes: int = 50
+    eval_seed: int = EVAL_SEED
     diversity_samples: int = 8
     diversity_observations: int = 16
     workers: int = 1
@@ -187,6 +191,8 @@ class AblationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.eval_seed, bool) or not isinstance(self.eval_seed, int) or self.eval_seed < 0:
+            raise ValueError(f"eval_seed: expected an integer >= 0, got {self.eval_seed!r}")
         if self.diversity_samples < 2:
             raise ValueError(
                 f"diversity_samples: expected >= 2 samples per observation, got {self.diversity_samples}"
@@ -487,7 +493,9 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
     if config.task == "dock":
         from kinema.robot_data.sim.dock import evaluate
 
-        result = evaluate(recorder, config.eval_episodes, out_dir=out_dir, progress=config.progress)
+        result = evaluate(
+            recorder, config.eval_episodes, seed=config.eval_seed, out_dir=out_dir, progress=config.progress
+        )
         summary = {"success": result.success_rate, "collision": result.collision_rate, "modes": result.modes}
         sequences = recorder.finish()
         for record, actions in zip(result.episodes, sequences, strict=False):  # the order check
@@ -497,8 +505,8 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
         from kinema.robot_data.sim import evaluate
 
         result = evaluate(
-            recorder, config.task, episodes=config.eval_episodes, workers=config.workers, out_dir=out_dir,
-            progress=config.progress, **_render_size(config),
+            recorder, config.task, episodes=config.eval_episodes, seed=config.eval_seed, workers=config.workers,
+            out_dir=out_dir, progress=config.progress, **_render_size(config),
         )  # fmt: skip
         summary = {"success": result.success_rate, "stage_rates": result.stage_rates}
         sequences = recorder.finish()

@@ -44,8 +44,10 @@ def results_markdown(results: dict) -> str:
         f"{list(config['seeds'])}, demonstrations {list(config['demos'])}, model size `{config['size']}`, chunk "
         f"{config['chunk_size']} (execute {config['n_action_steps']}), training budget max_steps "
         f"{config['max_steps']} / max_minutes {config['max_minutes']}, batch {config['batch_size']}, lr "
-        f"{config['lr']}, {config['num_inference_steps']} DDIM steps, {config['eval_episodes']} evaluation "
-        "episodes per cell.",
+        f"{config['lr']} ({config.get('lr_schedule', 'hybrid: cosine, ACT: constant')}, "
+        f"{config.get('warmup_steps', 'hybrid only')} warm-up steps, EMA {config.get('ema', 'hybrid only')}; the "
+        f"same for every cell from kinema-hybrid 0.2.5), {config['num_inference_steps']} DDIM steps, "
+        f"{config['eval_episodes']} evaluation episodes per cell on seeds from {config.get('eval_seed', 100000)}.",
         "",
         "Mean ± standard deviation over seeds. Success: closed loop. Step / jerk: mean ||a_{t+1} - a_t|| and "
         "mean ||third difference|| of the executed actions (lower is smoother), over all episodes and over the "
