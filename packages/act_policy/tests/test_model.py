@@ -153,6 +153,53 @@ def test_z_is_zero_at_inference_and_sampled_in_training():
     assert "kl" not in terms and loss.item() == pytest.approx(terms["l1"].item())
 
 
+def test_sampled_z_changes_the_chunks_across_calls_and_zero_z_does_not():
+    """inference_z="sample": z ~ N(0, I) per query (seeded by a generator), so two calls on one observation give
+    different chunks; z = 0 gives the same chunk every time. Same weights for both."""
+    config = tiny_config(environment_state_dim=2)
+    torch.manual_seed(0)
+    zero = ACT(config).eval()
+    sampled = ACT(dataclasses.replace(config, inference_z="sample")).eval()
+    sampled.load_state_dict(zero.state_dict())
+    batch = _batch(config)
+    assert torch.equal(zero.predict(batch), zero.predict(batch))  # deterministic
+    first, second = sampled.predict(batch), sampled.predict(batch)
+    assert (first - second).abs().amax(dim=(1, 2)).min() > 1e-4  # every row's chunk changed
+    again = [sampled.predict(batch, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(again[0], again[1])  # seeded: reproducible
+    seen = []
+    sampled.latent_proj.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].clone()))
+    sampled.predict(batch, generator=torch.Generator().manual_seed(7))
+    expected = torch.randn(3, config.latent_dim, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(seen[-1], expected)  # z is the N(0, I) draw itself
+    torch.testing.assert_close(zero(batch | {"action": None}, z=expected)["actions"], sampled(
+        {k: v for k, v in batch.items() if k not in ("action", "is_pad")}, z=expected)["actions"])  # fmt: skip
+    with pytest.raises(
+        ValueError, match="inference_z: 'sample' draws the CVAE's latent, but use_vae is False"
+    ):
+        dataclasses.replace(config, use_vae=False, inference_z="sample")
+    with pytest.raises(ValueError, match="inference_z: expected one of"):
+        dataclasses.replace(config, inference_z="prior")
+
+
+def test_a_sampled_z_policy_from_a_checkpoint(trained):
+    """load_policy(inference_z="sample") runs a z = 0 checkpoint with a sampled latent; its chunks for one
+    observation differ between queries, reproducibly for a seed; the default stays deterministic."""
+    from kinema.act_policy import load_policy
+    from kinema.act_policy.testing import fake_observation
+
+    config, folder = trained
+    observation = fake_observation(config, 2, [0, 0])
+    chunks = {}
+    for name, options in (("zero", {}), ("sample", {"inference_z": "sample", "seed": 3})):
+        policy = load_policy(folder, device="cpu", **options)
+        chunks[name] = [policy.predict_chunk(observation) for _ in range(2)]
+    assert torch.equal(chunks["zero"][0], chunks["zero"][1])
+    assert not torch.allclose(chunks["sample"][0], chunks["sample"][1])
+    reseeded = load_policy(folder, device="cpu", inference_z="sample", seed=3)
+    assert torch.equal(reseeded.predict_chunk(observation), chunks["sample"][0])
+
+
 def test_normalization_uses_the_statistics_and_predict_unnormalizes():
     config = tiny_config(environment_state_dim=2)
     model = ACT(config).eval()

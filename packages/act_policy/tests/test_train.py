@@ -254,3 +254,56 @@ def test_an_episode_without_the_state_is_named(tmp_path):
     with pytest.raises(RobotDataError) as error:
         train(tiny_config(), tiny_train_config(root, tmp_path / "run"))
     assert error.value.path.endswith("episode_1.hdf5") and error.value.field == "observations/qpos"
+
+
+def test_act_trains_with_warmup_and_cosine_decay(episodes, tmp_path):
+    """The lr ACT's optimizer used, from the log, against hand-computed values: warm-up 4, cosine over the 8
+    steps after it, lr 1e-3. After step s the scheduler has stepped s times: lr = 1e-3 x factor(s)."""
+    settings = {
+        "max_steps": 12,
+        "warmup_steps": 4,
+        "lr_schedule": "cosine",
+        "log_every": 2,
+        "val_fraction": 0.0,
+    }
+    train(tiny_config(environment_state_dim=2), tiny_train_config(episodes, tmp_path / "run", **settings))
+    lr = dict(_log(tmp_path / "run", "train/lr"))
+    assert lr[2] == pytest.approx(1e-3 * 3 / 4)  # warm-up: (s + 1) / 4
+    assert lr[4] == pytest.approx(1e-3)  # warm-up done, cosine at 0
+    assert lr[8] == pytest.approx(1e-3 * 0.5)  # half way: 0.5 (1 + cos(pi / 2))
+    assert lr[10] == pytest.approx(1e-3 * 0.5 * (1 - 2**-0.5))  # 0.5 (1 + cos(3 pi / 4)) = 0.1464...
+    assert dict(_log(tmp_path / "run", "train/lr_backbone"))[10] == pytest.approx(1e-3 * 0.14644661)
+
+
+def test_act_ema_weights_are_the_hand_computed_average(episodes, tmp_path):
+    """With ema, the exported weights are the EMA of the raw weights after each step (theta_1..3, kept in the
+    step checkpoints): decay 0 at the first update, then 1 - (1 + n)^-0.75 for n = 1, 2 (diffusers' warm-up)."""
+    run = tmp_path / "run"
+    settings = {"max_steps": 3, "save_every": 1, "keep_checkpoints": 3, "ema": True, "val_fraction": 0.0}
+    train(tiny_config(environment_state_dim=2), tiny_train_config(episodes, run, **settings))
+    raw = [load_file(run / "checkpoints" / f"step-{s:09d}" / "model.safetensors") for s in (1, 2, 3)]
+    assert sorted(p.name for p in (run / "checkpoints" / "step-000000003").iterdir()) == [
+        "act_config.json", "ema.pt", "model.safetensors", "optimizer.pt", "rng.pt", "scheduler.pt",
+        "trainer_state.json",
+    ]  # fmt: skip
+    exported = load_file(run / "model.safetensors")
+    d2, d3 = 1 - 2**-0.75, 1 - 3**-0.75  # 0.4054, 0.5613
+    names = [name for name, _ in load_act(run).named_parameters()]
+    changed = 0
+    for name in names:
+        expected = d3 * (d2 * raw[0][name] + (1 - d2) * raw[1][name]) + (1 - d3) * raw[2][name]
+        torch.testing.assert_close(exported[name], expected, rtol=1e-5, atol=1e-6)
+        changed += not torch.equal(raw[2][name], raw[1][name])
+    assert changed > len(names) // 2  # the raw weights moved, so the average is not any one of them
+    with pytest.raises(ValueError, match="ema_max_decay: expected a number in"):
+        tiny_train_config("d", "o", ema=True, ema_max_decay=1.0)
+    plain = tmp_path / "plain"
+    train(
+        tiny_config(environment_state_dim=2),
+        tiny_train_config(episodes, plain, max_steps=2, val_fraction=0.0),
+    )
+    assert not (plain / "checkpoints" / "step-000000002" / "ema.pt").exists()  # ACT's default: no averaging
+    assert torch.equal(
+        load_file(plain / "model.safetensors")["action_head.weight"],
+        load_file(plain / "checkpoints" / "step-000000002" / "model.safetensors")["action_head.weight"],
+    )

@@ -13,7 +13,7 @@ from ._execution import ChunkedSimPolicy, ChunkExecutor, TemporalEnsembler
 from ._experiment import ConfuserExperiment, run_confuser_experiment
 from ._experiment_dock import DockConfuserExperiment, run_dock_confuser_experiment
 from ._io import load_torch, save_torch_atomic, write_atomic, write_json_atomic, write_text_atomic
-from ._loop import LoopHooks, run_training
+from ._loop import LoopHooks, lr_factor, make_ema, run_training
 from ._losses import (
     contrastive_coordinate_loss,
     kl_divergence,
@@ -54,6 +54,8 @@ __all__ = [
     "load_sim_policy",
     "load_torch",
     "load_torchvision_resnet18",
+    "lr_factor",
+    "make_ema",
     "masked_l1",
     "relative_contrastive_loss",
     "run_confuser_experiment",

@@ -24,8 +24,8 @@ from ._model import ACT
 
 WEIGHTS_FILE = "model.safetensors"
 POLICY_LOADER = "kinema.act_policy:load_sim_policy"
-# Settings that change how chunks are executed, not the weights: a checkpoint may be run with others.
-EXECUTION_FIELDS = ("n_action_steps", "temporal_ensemble_coeff")
+# Settings that change how chunks are drawn or executed, not the weights: a checkpoint may be run with others.
+EXECUTION_FIELDS = ("n_action_steps", "temporal_ensemble_coeff", "inference_z")
 # Fields two configs may differ in and still describe the same weights.
 NOT_STRUCTURAL = (*EXECUTION_FIELDS, "notes", "pretrained_backbone")
 
@@ -120,7 +120,7 @@ def load_act(
     """The ACT model of a checkpoint folder, in eval mode on ``device`` (default CPU).
 
     ``expect``: a config the checkpoint must match (execution settings aside), else a ValueError listing the
-    differing fields. ``execution``: ``n_action_steps`` / ``temporal_ensemble_coeff`` overrides.
+    differing fields. ``execution``: ``n_action_steps`` / ``temporal_ensemble_coeff`` / ``inference_z`` overrides.
     """
     directory = Path(directory)
     if not directory.is_dir():

@@ -15,6 +15,7 @@ CONFIG_FILE = "act_config.json"
 _FORMAT = "kinema.act_config"
 
 CROP_MODES = ("off", "replace", "extra")
+INFERENCE_Z = ("zero", "sample")
 CONTRASTIVE_KINDS = ("relative", "hinge")
 
 # The coordinate-conditioning remedies (design note 003, issues 6, 12 and 21), each a set of config switches;
@@ -71,6 +72,11 @@ class ACTConfig(ChunkPolicyConfig):
     difference (90% and 90% on the same checkpoint and 50 seeds), so chunked execution, 100x fewer queries,
     is the default. Both can be overridden at evaluation time.
 
+    Latent at inference. ``inference_z="zero"`` (ACT's): z = 0, the prior's mean, so a chunk is a deterministic
+    function of the observation. ``"sample"``: z ~ N(0, I), the CVAE's prior, drawn afresh for every query
+    (ACT's own answer to multimodal demonstrations, the control for the hybrid's diffusion head in issue 23);
+    needs ``use_vae``. An execution setting: a checkpoint may be run either way.
+
     Coordinate remedies (the confuser failure: a plain ACT ignores the one coordinate token):
 
     - ``coord_aux_head``: an MLP predicts the coordinates from the encoder output of the image tokens (mean
@@ -122,6 +128,7 @@ class ACTConfig(ChunkPolicyConfig):
     latent_dim: int = 32
     n_vae_encoder_layers: int = 4
     kl_weight: float = 10.0
+    inference_z: str = "zero"  # "zero": z = 0 (ACT's); "sample": z ~ N(0, I) per query
     # backbone
     backbone: str = "resnet18"
     backbone_width: int = 64  # resnet18's; smaller only for tiny test models
@@ -165,6 +172,14 @@ class ACTConfig(ChunkPolicyConfig):
             "contrastive_threshold",
         ):
             self.check_non_negative(name)
+        if self.inference_z not in INFERENCE_Z:
+            raise ValueError(
+                f"ACTConfig.inference_z: expected one of {INFERENCE_Z}, got {self.inference_z!r}"
+            )
+        if self.inference_z == "sample" and not self.use_vae:
+            raise ValueError(
+                "ACTConfig.inference_z: 'sample' draws the CVAE's latent, but use_vae is False (no latent was learned)"
+            )
         if self.backbone != "resnet18":
             raise ValueError(f"ACTConfig.backbone: only 'resnet18' is implemented, got {self.backbone!r}")
         if self.coord_crop not in CROP_MODES:

@@ -147,6 +147,26 @@ def lr_factor(config, clock):
     return factor
 
 
+def make_ema(model: torch.nn.Module, config):
+    """diffusers' ``EMAModel`` over ``model``'s parameters with ``config.ema_power`` / ``config.ema_max_decay``
+    (its warm-up: decay 0 at the first update, then 1 - (1 + n)^-power at the (n + 1)-th, capped at the max);
+    the averager both policies train with when ``TrainConfig.ema`` is set."""
+    try:
+        from diffusers.training_utils import EMAModel
+    except ImportError as error:
+        raise ImportError(
+            "TrainConfig.ema: weight averaging uses diffusers' EMAModel, which is not installed "
+            "(pip install 'kinema-act-policy[ema]')"
+        ) from error
+    return EMAModel(
+        model.parameters(),
+        decay=config.ema_max_decay,
+        use_ema_warmup=True,
+        inv_gamma=1.0,
+        power=config.ema_power,
+    )
+
+
 def _mixed_precision(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -255,6 +275,11 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     averager = hooks.averager(model) if hooks.averager is not None else None
     if averager is not None:
         if resume_from is not None:
+            if not (resume_from / "ema.pt").is_file():
+                raise ValueError(
+                    f"--resume: {resume_from} was trained without weight averaging (no ema.pt); resume it with "
+                    "ema off, or start a new run"
+                )
             averager.load_state_dict(load_torch(resume_from / "ema.pt"))
         averager.to(device)
     optimizer = torch.optim.AdamW(

@@ -304,7 +304,8 @@ class ACT(nn.Module):
 
     # --------------------------------------------------------------------------------------------- forward
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, z: torch.Tensor | None = None) -> dict:
+        """``z`` (B, L): the latent to decode with when the batch has no ``action`` (default 0)."""
         c = self.config
         qpos = self.normalize("qpos", batch["qpos"].float())  # (B, D)
         b = qpos.shape[0]
@@ -321,8 +322,10 @@ class ACT(nn.Module):
             action = self.normalize("action", batch["action"].float())
             mu, log_sigma_x2 = self._encode_latent(qpos, action, batch["is_pad"])
             z = mu + (log_sigma_x2 / 2).exp() * torch.randn_like(mu) if self.training else mu
-        else:
+        elif z is None:
             z = qpos.new_zeros(b, c.latent_dim)  # inference: the prior's mean
+        elif tuple(z.shape) != (b, c.latent_dim):
+            raise ValueError(f"z: expected ({b}, {c.latent_dim}), got {tuple(z.shape)}")
 
         cond = None if self.coord_embed is None else self.coord_embed(env)  # (B, Dc)
         image_tokens, image_pos = self._image_tokens(images, coordinates, cond if c.coord_film else None)
@@ -383,10 +386,16 @@ class ACT(nn.Module):
         return loss, {k: v.detach() for k, v in terms.items()}
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> torch.Tensor:
-        """Raw action chunks (B, C, A) with z = 0 (call in eval mode); ``action`` in the batch is ignored."""
+    def predict(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Raw action chunks (B, C, A) (call in eval mode); ``action`` in the batch is ignored. z = 0, or with
+        ``inference_z="sample"`` z ~ N(0, I) per row, drawn from ``generator`` (default torch's global RNG)."""
         inputs = {k: v for k, v in batch.items() if k not in ("action", "is_pad")}
-        return self.unnormalize("action", self(inputs)["actions"].float())
+        z = None
+        if self.config.inference_z == "sample":
+            rows = len(inputs["qpos"])
+            device = self.latent_proj.weight.device
+            z = torch.randn(rows, self.config.latent_dim, generator=generator, device=device)
+        return self.unnormalize("action", self(inputs, z=z)["actions"].float())
 
     # ------------------------------------------------------------------------------------------ optimizer
 

@@ -33,6 +33,8 @@ class ACTPolicy(ChunkedSimPolicy):
     - ``device``: default CUDA when available; ``autocast`` (default: on for CUDA) runs the model in bf16.
     - ``compile``: False, True / "default" or "reduce-overhead" (CUDA graphs: the lowest query latency). A
       compiled policy queries all N rows whenever any needs a chunk, so the input shape never changes.
+    - ``seed``: seeds the latent of a model with ``inference_z="sample"`` (one generator for the policy's
+      queries; None: torch's global RNG).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class ACTPolicy(ChunkedSimPolicy):
         temporal_ensemble_coeff=_UNSET,
         autocast: bool | None = None,
         compile: bool | str = False,
+        seed: int | None = 0,
     ):
         config = model.config
         self.device = torch.device(device) if device is not None else default_device()
@@ -70,6 +73,9 @@ class ACTPolicy(ChunkedSimPolicy):
         if compile:
             mode = "default" if compile is True else compile
             self._predict = torch.compile(self._predict_eager, mode=mode, dynamic=False)
+        self.generator = None
+        if config.inference_z == "sample" and seed is not None:
+            self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.num_envs = 0
         self.queries = 0  # model calls so far (a chunk per row each)
 
@@ -77,7 +83,7 @@ class ACTPolicy(ChunkedSimPolicy):
 
     def _predict_eager(self, batch: dict) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.model.predict(batch)
+            return self.model.predict(batch, generator=self.generator)
 
     @torch.no_grad()
     def predict_chunk(self, observation: dict, rows: np.ndarray | None = None) -> torch.Tensor:
@@ -102,25 +108,32 @@ def load_policy(
     n_action_steps: int | None = None,
     temporal_ensemble_coeff=_UNSET,
     compile: bool | str = False,
+    inference_z: str | None = None,
+    seed: int | None = 0,
 ) -> ACTPolicy:
-    """An :class:`ACTPolicy` from a checkpoint folder (see :func:`kinema.act_policy.load_act`)."""
+    """An :class:`ACTPolicy` from a checkpoint folder (see :func:`kinema.act_policy.load_act`);
+    ``inference_z`` ("zero" / "sample") overrides the checkpoint's, ``seed`` seeds a sampled z."""
     from ._checkpoint import load_act
 
     device = torch.device(device) if device is not None else default_device()
-    model = load_act(checkpoint_dir, device=device)
+    model = load_act(
+        checkpoint_dir, device=device, **({} if inference_z is None else {"inference_z": inference_z})
+    )
     return ACTPolicy(
         model,
         device=device,
         n_action_steps=n_action_steps,
         temporal_ensemble_coeff=temporal_ensemble_coeff,
         compile=compile,
+        seed=seed,
     )
 
 
 def load_sim_policy(checkpoint_dir: Path, device: str | None = None, **options) -> ACTPolicy:
     """The loader named in ACT checkpoints' ``policy.json`` (``kinema.act_policy:load_sim_policy``), called by
-    ``kinema-data eval-sim --checkpoint DIR``; ``options``: n_action_steps, temporal_ensemble_coeff, compile."""
-    known = {"n_action_steps", "temporal_ensemble_coeff", "compile"}
+    ``kinema-data eval-sim --checkpoint DIR``; ``options``: n_action_steps, temporal_ensemble_coeff, compile,
+    inference_z, seed."""
+    known = {"n_action_steps", "temporal_ensemble_coeff", "compile", "inference_z", "seed"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"policy.json options: unknown {unknown}; expected some of {sorted(known)}")

@@ -25,11 +25,13 @@ import torch
 from ._checkpoint import NOT_STRUCTURAL, save_act
 from ._config import ACTConfig
 from ._config_base import FieldChecks
-from ._loop import (  # noqa: F401  (episode_files, latest_checkpoint: part of this module's interface)
+from ._loop import (  # noqa: F401  (episode_files, latest_checkpoint, lr_factor: part of this module's interface)
     LoopHooks,
     TrainResult,
     episode_files,
     latest_checkpoint,
+    lr_factor,
+    make_ema,
     run_training,
 )
 from ._losses import masked_l1
@@ -44,7 +46,8 @@ TRAIN_DEVICES = ("auto", "cuda", "cpu")
 @dataclass
 class TrainConfig(FieldChecks):
     """How to train (the model is an :class:`ACTConfig`). Defaults are ACT's: AdamW, lr 1e-5 for everything,
-    weight decay 1e-4, batch 8, gradient clipping at 10 (LeRobot), constant learning rate.
+    weight decay 1e-4, batch 8, gradient clipping at 10 (LeRobot), constant learning rate, no warm-up, no weight
+    averaging.
 
     - ``data``: a folder of policy episodes (``*.hdf5``) or a list of files; ``out_dir``: the run's folder.
     - ``max_steps`` and/or ``max_minutes`` (training time, summed over resumed sessions) end the run;
@@ -55,6 +58,15 @@ class TrainConfig(FieldChecks):
     - ``data_device``: where decoded images live ("auto": the GPU when they fit).
     - ``device``: where training runs: "auto" (CUDA when available), "cuda" (an error without it) or "cpu"
       (also on a GPU machine). Under ``accelerate launch`` each process takes its own GPU.
+    - Schedule: ``warmup_steps`` of linear warm-up ((step + 1) / warmup_steps of the lr), then
+      ``lr_schedule`` "constant" or "cosine" (0.5 (1 + cos(pi p)) of the lr, p the fraction of the run after the
+      warm-up; see :func:`lr_factor`).
+    - ``ema``: keep an exponential moving average of the weights (diffusers' ``EMAModel`` with its warm-up:
+      decay 0 for the first update, then 1 - (1 + n)^-ema_power at the (n + 1)-th, at most ``ema_max_decay``;
+      Diffusion Policy's 0.75 and 0.9999); validation and the checkpoint at the top of ``out_dir`` use the
+      averaged weights, ``checkpoints/step-*`` keep the raw ones beside ``ema.pt``. Needs diffusers
+      (``pip install 'kinema-act-policy[ema]'``). Off by default (the ACT paper averages nothing); the hybrid's
+      TrainConfig turns it on, and ``kinema-hybrid ablate`` gives every cell the same setting.
     """
 
     data: str | list[str]
@@ -89,6 +101,9 @@ class TrainConfig(FieldChecks):
     progress: bool = True
     notes: dict = field(default_factory=dict)
     val_data: str | list[str] | None = None
+    ema: bool = False
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "val_every", "val_samples", "save_every", "keep_checkpoints", "log_every"):
@@ -128,6 +143,11 @@ class TrainConfig(FieldChecks):
                 "CUDA_VISIBLE_DEVICES)"
             )
         self.check_non_negative_int("load_workers")
+        self.check_non_negative("ema_power")
+        if isinstance(self.ema_max_decay, bool) or not 0.0 < self.ema_max_decay < 1.0:
+            raise ValueError(
+                f"TrainConfig.ema_max_decay: expected a number in (0, 1), got {self.ema_max_decay!r}"
+            )
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -192,5 +212,6 @@ def train(model_config: ACTConfig, config: TrainConfig) -> TrainResult:
         export=save_act,
         prepare=prepare,
         best_key="val/l1_prior",
+        averager=(lambda model: make_ema(model, config)) if config.ema else None,
     )
     return run_training(model_config, config, hooks)

@@ -138,6 +138,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-clip", type=_positive_float, help="gradient norm clip (default 10)")
     group.add_argument("--lr-schedule", choices=("constant", "cosine"), help="default constant")
     group.add_argument("--warmup-steps", type=_non_negative_int, help="linear warm-up (default 0)")
+    group.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None,
+        help="average the weights (EMA, power 0.75, max decay 0.9999; needs diffusers; default off)",
+    )  # fmt: skip
     group.add_argument("--max-steps", type=_positive_int, help="optimizer steps (default 100000)")
     group.add_argument("--max-minutes", type=_positive_float, help="training-time budget over all sessions")
     group.add_argument("--val-fraction", type=float, help="episodes held out for validation (default 0.1)")
@@ -178,6 +182,7 @@ _TRAIN_FLAGS = (
     "grad_clip",
     "lr_schedule",
     "warmup_steps",
+    "ema",
     "max_steps",
     "max_minutes",
     "val_fraction",

@@ -38,10 +38,14 @@ from ._data import chunk_batch
 from ._metrics import chunk_fidelity, chunk_spread, mean_smoothness, mode_coverage
 from ._train import train_device
 
-POLICIES = ("act", *VARIANTS)
+# "act": ACT with z = 0 at inference (deterministic); "act_z": the same trained ACT with z ~ N(0, I) per query
+# (ACT's own way to sample modes: the control for "does the diffusion head or the latent do the work?").
+POLICIES = ("act", "act_z", *VARIANTS)
+ACT_POLICIES = ("act", "act_z")
 ALOHA_TASKS = ("transfer_cube", "insertion")
 TASKS = ("dock", *ALOHA_TASKS)
 DOCK_VAL_SEED = 50_000  # held-out dock scenes: disjoint from training (0..) and evaluation (100000..)
+EVAL_SEED = 100_000  # closed-loop evaluation scenes / episodes (kinema.robot_data's default range)
 RESULTS = "results"
 
 # Model sizes shared by ACT and the hybrid (transformer width, depth, backbone width). "paper" is ACT's and
@@ -78,8 +82,9 @@ _HYBRID_DEPTH = {
 # chunk carries the choice of side; half of it is executed before the next query.
 _TASK_CHUNKS = {"dock": (48, 24), "transfer_cube": (100, 100), "insertion": (100, 100)}
 # The hybrid on dock predicts the clean chunk (x0) rather than the noise: measured on 2 CPU cores, tiny size,
-# 1000 steps, 60 demonstrations, seed 0: 100% success with "sample" vs 38% with "epsilon" (noisy chunks cut
-# the wall's corners). ALOHA keeps Diffusion Policy's epsilon.
+# 1000 steps, 60 demonstrations, seed 0, variant C, on the validation scenes 70000-70099 (never the reported
+# 100000..), with the symmetric schedule: 100% success with "sample" vs 23% with "epsilon" (noisy chunks cut the
+# wall's corners; RESULTS.md, results/hybrid_dock_validation.json). ALOHA keeps Diffusion Policy's epsilon.
 _TASK_HYBRID = {"dock": {"prediction_type": "sample"}, "transfer_cube": {}, "insertion": {}}
 
 
@@ -101,7 +106,8 @@ def check_policies(policies) -> tuple[str, ...]:
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
         raise ValueError(
-            f"variants: unknown {unknown or policies!r}; expected some of {POLICIES} (act: ACT; A: no latent; "
+            f"variants: unknown {unknown or policies!r}; expected some of {POLICIES} (act: ACT, z = 0; act_z: ACT, "
+            "z ~ N(0, I); A: no latent; "
             "B: z = f(obs); C: posterior and learned prior)"
         )
     return policies
@@ -122,8 +128,15 @@ class AblationConfig:
       it), for machines lent in pieces. ``size``: "tiny", "small" or "paper" (see :data:`SIZES`).
     - ``image_size`` (H, W): the policies' camera resolution. On ALOHA the recording and the evaluation render
       at it directly (cheaper than rendering 480x640 and resizing; train and evaluation see the same pixels).
-    - Evaluation: ``eval_episodes`` closed-loop episodes per cell (the same seeds for every cell),
+    - Evaluation: ``eval_episodes`` closed-loop episodes per cell on seeds ``eval_seed``, ``eval_seed + 1``, ...
+      (the same for every cell; default 100000, the reported range: choose settings on another range, e.g.
+      70000, never on the reported one),
       ``diversity_samples`` chunks for each of ``diversity_observations`` held-out observations.
+    - Training schedule, the same for every cell (ACT and the hybrid alike; issue 23): ``lr_schedule``
+      ("cosine" to 0 at the end of the run, or "constant"), ``warmup_steps`` of linear warm-up (None:
+      min(500, max_steps // 10), 500 without max_steps) and ``ema`` (EMA weights, diffusers' warm-up with power
+      0.75 and max decay 0.9999, evaluated and exported). The defaults are the hybrid's (Diffusion Policy's);
+      before kinema-hybrid 0.2.5 the ACT cells trained at a constant lr without warm-up or EMA.
     - ``act`` / ``hybrid``: extra ACTConfig / HybridConfig fields (for example ``{"kl_schedule": "cyclical:0.01:500"}``);
       ``train``: extra TrainConfig fields shared by both loops.
     """
@@ -144,8 +157,12 @@ class AblationConfig:
     session_minutes: float | None = None
     batch_size: int = 32
     lr: float = 1e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int | None = None
+    ema: bool = True
     num_inference_steps: int = 10
     eval_episodes: int = 50
+    eval_seed: int = EVAL_SEED
     diversity_samples: int = 8
     diversity_observations: int = 16
     workers: int = 1
@@ -175,10 +192,22 @@ class AblationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.eval_seed, bool) or not isinstance(self.eval_seed, int) or self.eval_seed < 0:
+            raise ValueError(f"eval_seed: expected an integer >= 0, got {self.eval_seed!r}")
         if self.diversity_samples < 2:
             raise ValueError(
                 f"diversity_samples: expected >= 2 samples per observation, got {self.diversity_samples}"
             )
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.warmup_steps is None:
+            self.warmup_steps = min(500, (self.max_steps or 10**9) // 10)
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
+            raise ValueError(f"warmup_steps: expected an integer >= 0 or None, got {self.warmup_steps!r}")
         check_sampling_steps(self.num_inference_steps, 10**9, "num_inference_steps")
         chunk, steps = _TASK_CHUNKS[self.task]
         self.chunk_size = self.chunk_size or chunk
@@ -264,10 +293,11 @@ def model_config(policy: str, config: AblationConfig, first_episode: Path):
     }
     if config.size != "paper":
         common["dropout"] = 0.0  # short runs: dropout only slows them down
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import ACTConfig
 
-        return ACTConfig(**{**common, **_ACT_DEPTH[config.size], **config.act})
+        inference_z = {"act": "zero", "act_z": "sample"}[policy]
+        return ACTConfig(**{**common, **_ACT_DEPTH[config.size], **config.act, "inference_z": inference_z})
     from ._config import HybridConfig
 
     return HybridConfig(
@@ -281,16 +311,28 @@ def model_config(policy: str, config: AblationConfig, first_episode: Path):
     )
 
 
-def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: AblationConfig, seed: int):
-    """Trains one cell (resuming an unfinished run); returns its TrainResult as a dict."""
-    shared = {
-        "data": [str(f) for f in files],
-        "out_dir": str(out_dir),
+def train_settings(config: AblationConfig) -> dict:
+    """The TrainConfig fields every cell shares, ACT's and the hybrid's alike: batch, lr, schedule, warm-up,
+    weight averaging (``config.train`` overrides them for every cell)."""
+    return {
         "batch_size": config.batch_size,
         "lr": config.lr,
         "lr_backbone": config.lr,
+        "lr_schedule": config.lr_schedule,
+        "warmup_steps": config.warmup_steps,
+        "ema": config.ema,
         "max_steps": config.max_steps,
         "max_minutes": config.max_minutes,
+        **config.train,
+    }
+
+
+def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: AblationConfig, seed: int):
+    """Trains one cell (resuming an unfinished run) with :func:`train_settings`; returns its TrainResult as a
+    dict."""
+    shared = {
+        "data": [str(f) for f in files],
+        "out_dir": str(out_dir),
         "val_fraction": 0.0,  # held-out episodes are measured by the ablation itself
         "save_every": 1000,  # an interrupted ablation resumes the cell from its last checkpoint
         "log_every": 50,
@@ -300,24 +342,22 @@ def train_policy(policy: str, model, files: list[Path], out_dir: Path, config: A
         "progress": config.progress,
         "device": train_device(config.device),
         "resume": (out_dir / "checkpoints").is_dir(),
-        **config.train,
+        **train_settings(config),
     }
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import TrainConfig, train
-
-        return train(model, TrainConfig(**shared)).to_dict()
-    from ._train import TrainConfig, train
-
-    warmup = min(500, (config.max_steps or 10**9) // 10)
-    return train(model, TrainConfig(**{"warmup_steps": warmup, **shared})).to_dict()
+    else:
+        from ._train import TrainConfig, train
+    return train(model, TrainConfig(**shared)).to_dict()
 
 
 def load_trained(policy: str, run_dir: Path, config: AblationConfig, seed: int = 0):
     """(SimPolicy, model) of a trained cell, on ``config.device``."""
-    if policy == "act":
+    if policy in ACT_POLICIES:
         from kinema.act_policy import load_policy
 
-        runner = load_policy(run_dir, device=config.device)
+        inference_z = {"act": "zero", "act_z": "sample"}[policy]
+        runner = load_policy(run_dir, device=config.device, inference_z=inference_z, seed=seed)
     else:
         from ._policy import load_policy
 
@@ -335,12 +375,16 @@ def load_trained(policy: str, run_dir: Path, config: AblationConfig, seed: int =
 
 
 class ActionRecorder:
-    """Wraps a SimPolicy and keeps every row's executed actions, one sequence (T, A) per episode."""
+    """Wraps a SimPolicy and keeps every row's executed actions, one sequence (T, A) per episode, numbered in the
+    order episodes start (rows in ascending order within a step: the order in which kinema.robot_data's dock and
+    ALOHA harnesses hand out episode indices), with the environment_state each episode started from."""
 
     def __init__(self, policy):
         self.policy = policy
-        self.sequences: list[np.ndarray] = []
-        self._open: dict[int, list] = {}
+        self._done: dict[int, np.ndarray] = {}
+        self.starts: dict[int, np.ndarray] = {}  # episode -> environment_state at its first step
+        self._open: dict[int, tuple[int, list]] = {}  # row -> (episode, actions)
+        self._count = 0
 
     def reset(self, num_envs: int) -> None:
         self.policy.reset(num_envs)
@@ -349,27 +393,58 @@ class ActionRecorder:
         actions = np.asarray(self.policy.act(observation))
         steps = np.asarray(observation["step"])
         active = np.asarray(observation.get("active", np.ones(len(steps), bool)), bool)
+        state = observation.get("environment_state")
         for row in np.flatnonzero(active):
-            if steps[row] == 0 and self._open.get(row):
-                self.sequences.append(np.asarray(self._open[row]))
-                self._open[row] = []
-            self._open.setdefault(row, []).append(actions[row].copy())
+            if steps[row] == 0 or row not in self._open:
+                self._close(row)
+                self._open[row] = (self._count, [])
+                if state is not None:
+                    self.starts[self._count] = np.asarray(state[row], np.float64).copy()
+                self._count += 1
+            self._open[row][1].append(actions[row].copy())
         return actions
 
+    def _close(self, row: int) -> None:
+        if row in self._open:
+            episode, actions = self._open.pop(row)
+            self._done[episode] = np.asarray(actions)
+
     def finish(self) -> list[np.ndarray]:
-        self.sequences += [np.asarray(v) for v in self._open.values() if v]
-        self._open = {}
-        return self.sequences
+        """The action sequences (T, A), in episode order."""
+        for row in list(self._open):
+            self._close(row)
+        return [self._done[k] for k in sorted(self._done)]
+
+
+def episode_smoothness(sequences: list[np.ndarray], records: list[dict]) -> dict:
+    """Step and jerk (:func:`mean_smoothness`) over all episodes and over the successful ones
+    (``step_success``, ``jerk_success``: None without a success), from the recorded action sequences and the
+    harness's per-episode records (``success``), matched by episode order; ``successes`` counts them."""
+    if len(sequences) != len(records):
+        raise RuntimeError(
+            f"recorded {len(sequences)} action sequences for {len(records)} evaluated episodes"
+        )
+    successful = [seq for seq, record in zip(sequences, records, strict=True) if record["success"]]
+    out = dict(mean_smoothness(sequences))
+    # None rather than NaN without a success: rows are compared and written as JSON
+    out.update(
+        {f"{k}_success": v if math.isfinite(v) else None for k, v in mean_smoothness(successful).items()}
+    )
+    out["successes"] = len(successful)
+    return out
 
 
 @torch.no_grad()
 def sample_chunks(policy: str, model, batch: dict, samples: int, seed: int) -> torch.Tensor:
-    """``samples`` raw chunks per observation (B, K, C, A): z ~ p(z | obs) and fresh noise each (hybrid), or
-    ACT's deterministic z = 0 prediction repeated (ACT has no sampling at inference)."""
+    """``samples`` raw chunks per observation (B, K, C, A): z ~ p(z | obs) and fresh noise each (hybrid), z ~
+    N(0, I) each (ACT with ``inference_z="sample"``), or ACT's deterministic z = 0 prediction repeated."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     out = []
     for _ in range(samples):
-        out.append(model.predict(batch) if policy == "act" else model.sample(batch, generator=generator))
+        if policy in ACT_POLICIES:
+            out.append(model.predict(batch, generator=generator))
+        else:
+            out.append(model.sample(batch, generator=generator))
     return torch.stack(out, dim=1).float()
 
 
@@ -419,17 +494,28 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
     if config.task == "dock":
         from kinema.robot_data.sim.dock import evaluate
 
-        result = evaluate(recorder, config.eval_episodes, out_dir=out_dir, progress=config.progress)
+        result = evaluate(
+            recorder, config.eval_episodes, seed=config.eval_seed, out_dir=out_dir, progress=config.progress
+        )
         summary = {"success": result.success_rate, "collision": result.collision_rate, "modes": result.modes}
+        sequences = recorder.finish()
+        for record, actions in zip(result.episodes, sequences, strict=False):  # the order check
+            if not np.array_equal(np.asarray(record["actions"]), actions):
+                raise RuntimeError(f"recorded actions do not match episode {record['episode']}")
     else:
         from kinema.robot_data.sim import evaluate
 
         result = evaluate(
-            recorder, config.task, episodes=config.eval_episodes, workers=config.workers, out_dir=out_dir,
-            progress=config.progress, **_render_size(config),
+            recorder, config.task, episodes=config.eval_episodes, seed=config.eval_seed, workers=config.workers,
+            out_dir=out_dir, progress=config.progress, **_render_size(config),
         )  # fmt: skip
         summary = {"success": result.success_rate, "stage_rates": result.stage_rates}
-    summary.update(mean_smoothness(recorder.finish()))
+        sequences = recorder.finish()
+        for record in result.episodes:  # the order check: each episode started from its own scene
+            start = recorder.starts.get(record["episode"])
+            if start is not None and not np.allclose(start, record["environment_state"], atol=1e-5):
+                raise RuntimeError(f"recorded actions do not match episode {record['episode']}")
+    summary.update(episode_smoothness(sequences, result.episodes))
     return summary
 
 
@@ -438,6 +524,21 @@ def closed_loop(policy_runner, config: AblationConfig, out_dir: Path) -> dict:
 
 def _cell_name(policy: str, demos: int, seed: int) -> str:
     return f"{policy}_d{demos}_s{seed}"
+
+
+def _training_dir(out: Path, policy: str, demos: int, seed: int) -> Path:
+    """Where a cell's policy is trained: "act_z" shares the "act" cell's training (the same weights; only the
+    latent at inference differs), every other cell trains in its own folder."""
+    return out / "runs" / _cell_name("act" if policy == "act_z" else policy, demos, seed)
+
+
+def _finished_training(run_dir: Path) -> dict | None:
+    """The TrainResult of a run that completed (``train_result.json`` with ``complete``), else None."""
+    path = run_dir / "train_result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("complete") else None
 
 
 def run_ablation(config: AblationConfig, *, prepare_only: bool = False) -> dict:
@@ -464,13 +565,16 @@ def run_ablation(config: AblationConfig, *, prepare_only: bool = False) -> dict:
                 if done.is_file():
                     rows.append(json.loads(done.read_text()))
                     continue
-                torch.manual_seed(seed)
-                model = model_config(policy, config, train_files[0])
-                trained = train_policy(policy, model, train_files[:demos], run_dir, config, seed)
+                train_dir = _training_dir(out, policy, demos, seed)
+                trained = _finished_training(train_dir) if train_dir != run_dir else None
+                if trained is None:
+                    torch.manual_seed(seed)
+                    model = model_config(policy, config, train_files[0])
+                    trained = train_policy(policy, model, train_files[:demos], train_dir, config, seed)
                 if not trained["complete"]:
-                    unfinished.append(run_dir.name)
+                    unfinished.append(train_dir.name)
                     continue
-                runner, net = load_trained(policy, run_dir, config, seed)
+                runner, net = load_trained(policy, train_dir, config, seed)
                 row = {
                     "policy": policy,
                     "demos": demos,
@@ -510,7 +614,18 @@ def _device_name(device: str | None) -> str:
     return "cpu"
 
 
-_SUMMARIZED = ("success", "collision", "step", "jerk", "l1", "l2", "chunk_spread", "both_sides_fraction")
+_SUMMARIZED = (
+    "success",
+    "collision",
+    "step",
+    "jerk",
+    "step_success",
+    "jerk_success",
+    "l1",
+    "l2",
+    "chunk_spread",
+    "both_sides_fraction",
+)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -201,7 +201,8 @@ def run_demo(config: DemoConfig) -> dict:
     summary = {row["policy"]: row for row in results["rows"]}
     summary["settings"] = (
         f"{config.demos} demonstrations, tiny models, {config.max_steps} steps or {config.max_minutes} min per "
-        f"training, batch {config.batch_size}, lr {config.lr}, chunk {ablation.chunk_size} (execute "
+        f"training, batch {config.batch_size}, lr {config.lr} ({ablation.lr_schedule}, {ablation.warmup_steps} "
+        f"warm-up steps, EMA {'on' if ablation.ema else 'off'}, the same for both), chunk {ablation.chunk_size} (execute "
         f"{ablation.n_action_steps}), {config.eval_episodes} evaluation scenes, seed {config.seed}"
     )
     episodes = {p: _episodes(out / "runs" / f"{p}_d{config.demos}_s{config.seed}") for p in ("act", "C")}

@@ -9,8 +9,18 @@ from pathlib import Path
 
 from kinema.act_policy import write_atomic, write_json_atomic, write_text_atomic
 
-POLICY_LABELS = {"act": "ACT", "A": "A (obs only)", "B": "B (z = f(obs))", "C": "C (posterior + prior)"}
-POLICY_COLORS = {"act": "#d62728", "A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4"}
+POLICY_LABELS = {
+    "act": "ACT",
+    "act_z": "ACT-z (z ~ N(0, I))",
+    "A": "A (obs only)",
+    "B": "B (z = f(obs))",
+    "C": "C (posterior + prior)",
+}
+POLICY_COLORS = {"act": "#d62728", "act_z": "#9467bd", "A": "#7f7f7f", "B": "#ff7f0e", "C": "#1f77b4"}
+
+
+def _number(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 def _cell(entry: dict, key: str, percent: bool = False) -> str:
@@ -34,13 +44,16 @@ def results_markdown(results: dict) -> str:
         f"{list(config['seeds'])}, demonstrations {list(config['demos'])}, model size `{config['size']}`, chunk "
         f"{config['chunk_size']} (execute {config['n_action_steps']}), training budget max_steps "
         f"{config['max_steps']} / max_minutes {config['max_minutes']}, batch {config['batch_size']}, lr "
-        f"{config['lr']}, {config['num_inference_steps']} DDIM steps, {config['eval_episodes']} evaluation "
-        "episodes per cell.",
+        f"{config['lr']} ({config.get('lr_schedule', 'hybrid: cosine, ACT: constant')}, "
+        f"{config.get('warmup_steps', 'hybrid only')} warm-up steps, EMA {config.get('ema', 'hybrid only')}; the "
+        f"same for every cell from kinema-hybrid 0.2.5), {config['num_inference_steps']} DDIM steps, "
+        f"{config['eval_episodes']} evaluation episodes per cell on seeds from {config.get('eval_seed', 100000)}.",
         "",
         "Mean ± standard deviation over seeds. Success: closed loop. Step / jerk: mean ||a_{t+1} - a_t|| and "
-        "mean ||third difference|| of the executed actions (lower is smoother). L1 / L2: one predicted chunk "
+        "mean ||third difference|| of the executed actions (lower is smoother), over all episodes and over the "
+        "successful ones only (jerk ok: collisions and timeouts end at other lengths). L1 / L2: one predicted chunk "
         "against the ground truth on held-out episodes. Spread: std of "
-        f"{config['diversity_samples']} chunks sampled for one observation (ACT is deterministic at inference)."
+        f"{config['diversity_samples']} chunks sampled for one observation (ACT with z = 0 is deterministic at inference)."
         + (
             " Both sides: fraction of held-out scenes where the sampled first chunks go both left and right."
             if dock
@@ -48,7 +61,7 @@ def results_markdown(results: dict) -> str:
         ),
         "",
     ]
-    header = ["policy", "demos", "success", "step", "jerk", "L1", "L2", "spread"] + (
+    header = ["policy", "demos", "success", "step", "jerk", "jerk ok", "L1", "L2", "spread"] + (
         ["both sides"] if dock else []
     )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -59,6 +72,7 @@ def results_markdown(results: dict) -> str:
             _cell(entry, "success", True),
             _cell(entry, "step"),
             _cell(entry, "jerk"),
+            _cell(entry, "jerk_success"),
             _cell(entry, "l1"),
             _cell(entry, "l2"),
             _cell(entry, "chunk_spread"),
@@ -74,7 +88,7 @@ def results_markdown(results: dict) -> str:
             extra = f", successes left {counts['left']} / right {counts['right']}"
         lines.append(
             f"- `{row['policy']}` demos {row['demos']} seed {row['seed']}: success {row['success']:.0%}{extra}, "
-            f"{row['steps']} steps in {row['train_seconds'] / 60:.1f} min ({row['samples_per_second']:.0f} samples/s)"
+            f"jerk {row['jerk']:.4f} (successful {_number(row.get('jerk_success'))}), {row['steps']} steps in {row['train_seconds'] / 60:.1f} min ({row['samples_per_second']:.0f} samples/s)"
         )
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kinema.act_policy import LoopHooks, TrainResult, run_training
+from kinema.act_policy import LoopHooks, TrainResult, make_ema, run_training
 from kinema.act_policy import TrainConfig as ACTTrainConfig
 
 from ._checkpoint import save_hybrid
@@ -45,16 +45,17 @@ def train_device(device: str | None) -> str:
 
 @dataclass
 class TrainConfig(ACTTrainConfig):
-    """How to train a :class:`HybridConfig` model: kinema.act_policy's TrainConfig (every field and check) with
-    defaults from Diffusion Policy (AdamW lr 1e-4, 500 warm-up steps, cosine decay, batch 64, EMA with power
-    0.75) and ACT (weight decay 1e-4, gradient clip 10), plus the EMA settings.
+    """How to train a :class:`HybridConfig` model: kinema.act_policy's TrainConfig (every field and check, the
+    schedule and EMA settings included) with defaults from Diffusion Policy (AdamW lr 1e-4, 500 warm-up steps,
+    cosine decay, batch 64, EMA weights with power 0.75 and max decay 0.9999) and ACT (weight decay 1e-4,
+    gradient clip 10).
 
     - ``data``: a folder of policy episodes or a list of files; ``val_data`` (optional) the validation episodes,
       else ``val_fraction`` of ``data`` (split by episode, seeded) is held out.
     - ``max_steps`` and/or ``max_minutes`` (training time summed over sessions) end the run; ``session_minutes``
       ends this process early with a checkpoint (``complete`` False), to be continued with ``resume``.
-    - ``ema``: keep an exponential moving average of the weights (decay 1 - (1 + step)^-ema_power, at most
-      ``ema_max_decay``); the checkpoint at the top of ``out_dir`` holds the EMA weights.
+    - ``ema`` (on here, off for ACT's own defaults): the checkpoint at the top of ``out_dir`` holds the EMA
+      weights (see kinema.act_policy's TrainConfig for the decay).
     - ``channels_last`` is off here (on for ACT): the hybrid's CPU results in the README were measured without it.
     """
 
@@ -67,16 +68,6 @@ class TrainConfig(ACTTrainConfig):
     channels_last: bool = False
     wandb_project: str = "kinema-hybrid"
     ema: bool = True
-    ema_power: float = 0.75
-    ema_max_decay: float = 0.9999
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_non_negative("ema_power")
-        if not 0.0 < self.ema_max_decay < 1.0:
-            raise ValueError(
-                f"TrainConfig.ema_max_decay: expected a number in (0, 1), got {self.ema_max_decay!r}"
-            )
 
 
 @torch.no_grad()
@@ -110,18 +101,6 @@ def validate(
     return {f"val/{k}": v / max(count, 1) for k, v in sums.items() if k != "beta"}
 
 
-def _make_ema(model: HybridPolicyModel, config: TrainConfig):
-    from diffusers.training_utils import EMAModel
-
-    return EMAModel(
-        model.parameters(),
-        decay=config.ema_max_decay,
-        use_ema_warmup=True,
-        inv_gamma=1.0,
-        power=config.ema_power,
-    )
-
-
 def train(model_config: HybridConfig, config: TrainConfig) -> TrainResult:
     """Trains the hybrid on the episodes of ``config.data``; see :class:`TrainConfig` and the module docstring.
 
@@ -138,7 +117,7 @@ def train(model_config: HybridConfig, config: TrainConfig) -> TrainResult:
         make_batch=chunk_batch,
         validate=validate,
         export=save_hybrid,
-        averager=(lambda model: _make_ema(model, config)) if config.ema else None,
+        averager=(lambda model: make_ema(model, config)) if config.ema else None,
         prepare=(lambda model: model.observation.backbone.to(memory_format=torch.channels_last))
         if config.channels_last
         else None,
