@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _round_robin(counts: list[int], total: int, unit: int) -> tuple[list[int], i
     return taken, turn
 
 
-class ShardStream(torch.utils.data.IterableDataset):
+class ShardStream(torch.utils.data.IterableDataset, ABC):
     """What the sharded datasets share: the plan of an epoch over the shards, the reading and the resume.
     A subclass sets ``self.config`` (with ``seed`` and ``strict``) and gives ``_entry_items(entry)`` (items per
     sample of a shard's index entry) and ``_decode(raw, window)`` (one item from a raw sample)."""
@@ -85,9 +86,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.epoch, self.start_position = 0, 0
         self._configure(index_path, options)
 
+    @abstractmethod
     def _configure(self, index_path: Path | str, options: dict) -> None:
         """Sets ``self.config`` from the reader's own ``options``."""
-        raise NotImplementedError
 
     @staticmethod
     def _resolve(shards, index) -> tuple[list[str], Path | str]:
@@ -105,11 +106,13 @@ class ShardStream(torch.utils.data.IterableDataset):
             index = Path(urls[0]).parent
         return urls, index
 
+    @abstractmethod
     def _entry_items(self, entry: dict) -> list[int]:
-        raise NotImplementedError
+        """Items (windows) of each sample of a shard's index entry."""
 
+    @abstractmethod
     def _decode(self, raw: dict, window: int) -> dict:
-        raise NotImplementedError
+        """One item from a raw sample (its members' bytes) and its window number."""
 
     def _rank_world(self) -> tuple[int, int]:
         if self.rank is not None or self.world_size is not None:
