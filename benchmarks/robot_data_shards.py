@@ -73,8 +73,11 @@ def main() -> int:
         index = write_action_video_shards(root / "data", root / "shards", max_shard_samples=8, progress=False)
         options = {"num_frames": frames, "height": height, "width": width}
         folder = ActionVideoDataset(base_path=root / "data", **options)
-        shards = ShardedActionVideoDataset(root / "shards", shuffle_shards=False, **options)
         for workers in (int(w) for w in args.workers.split(",")):
+            # the sharded reader plans its epoch for the loader's workers
+            shards = ShardedActionVideoDataset(
+                root / "shards", shuffle_shards=False, loader_workers=workers, **options
+            )
             times = {"folder": [], "shards": []}
             for _ in range(args.repeats):
                 times["folder"].append(epoch_seconds(folder, workers))
