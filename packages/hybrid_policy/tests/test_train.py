@@ -45,6 +45,17 @@ def test_resume_continues_and_refuses_another_variant(trained, tmp_path):
         train(tiny_config(variant="B"), tiny_train_config(_data(trained), out, max_steps=14, resume=True))
 
 
+def test_step_checkpoints_are_written_by_the_hybrid_s_own_saver(trained):
+    from safetensors import safe_open
+
+    _, out = trained
+    steps = sorted((out / "checkpoints").glob("step-*"))
+    assert steps, "no step checkpoint"
+    with safe_open(str(steps[-1] / "model.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata == {"format": "kinema.hybrid", "variant": "C"}  # not ACT's "kinema.act"
+
+
 def _data(trained):
     _, out = trained
     train_config = json.loads((out / "train_config.json").read_text())["train"]

@@ -85,6 +85,8 @@ class LoopHooks:
     - ``averager(model)`` -> an EMA (diffusers' ``EMAModel`` interface: step, store, copy_to, restore, to,
       state_dict, load_state_dict) or None; its weights are the ones validated and exported.
     - ``export(model, out_dir, stats=, task=, image_size=, render_quality=)``: the top-level checkpoint.
+    - ``save_weights(model, path)`` / ``load_weights(model, path)``: the policy's own weights file (its format in
+      the metadata, errors naming its config), used for the step checkpoints and resume.
     """
 
     name: str
@@ -95,6 +97,8 @@ class LoopHooks:
     make_batch: Callable[..., dict]
     validate: Callable[..., dict]
     export: Callable[..., None]
+    save_weights: Callable[[torch.nn.Module, Path], Path]
+    load_weights: Callable[[torch.nn.Module, Path], None]
     prepare: Callable[[torch.nn.Module], None] | None = None
     best_key: str | None = None
     averager: Callable[[torch.nn.Module], Any] | None = None
@@ -266,9 +270,7 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     if accelerator.process_index > 0:  # same weights everywhere, but each process its own dropout and z noise
         torch.manual_seed(process_seed)
     if resume_from is not None:
-        from ._checkpoint import load_weights
-
-        load_weights(model, resume_from / "model.safetensors")
+        hooks.load_weights(model, resume_from / "model.safetensors")
     model.to(device)
     if hooks.prepare is not None:
         hooks.prepare(model)
@@ -393,15 +395,13 @@ def run_training(model_config, config, hooks: LoopHooks) -> TrainResult:
     def save(reason: str, val: dict | None) -> None:
         """Writes checkpoints/step-XXXXXXXXX (complete or not at all) and the top-level checkpoint."""
         if main:
-            from ._checkpoint import save_weights
-
             name = f"step-{step:09d}"
             root = out_dir / CHECKPOINTS_DIR
             final = root / name
             temporary = root / f".{name}.tmp-{os.getpid()}"
             shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
-            save_weights(model, temporary / "model.safetensors")
+            hooks.save_weights(model, temporary / "model.safetensors")
             model.config.save(temporary)
             if averager is not None:
                 save_torch_atomic(temporary / "ema.pt", averager.state_dict())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checkpoint import NOT_STRUCTURAL, save_act
+from ._checkpoint import NOT_STRUCTURAL, load_weights, save_act, save_weights
 from ._config import ACTConfig
 from ._config_base import FieldChecks
 from ._loop import (  # noqa: F401  (episode_files, latest_checkpoint, lr_factor: part of this module's interface)
@@ -210,6 +210,8 @@ def train(model_config: ACTConfig, config: TrainConfig) -> TrainResult:
             model, memory, indices, batch_size, device, autocast
         ),
         export=save_act,
+        save_weights=save_weights,
+        load_weights=load_weights,
         prepare=prepare,
         best_key="val/l1_prior",
         averager=(lambda model: make_ema(model, config)) if config.ema else None,

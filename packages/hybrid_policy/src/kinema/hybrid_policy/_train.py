@@ -25,7 +25,7 @@ import torch
 from kinema.act_policy import LoopHooks, TrainResult, make_ema, run_training
 from kinema.act_policy import TrainConfig as ACTTrainConfig
 
-from ._checkpoint import save_hybrid
+from ._checkpoint import load_weights, save_hybrid, save_weights
 from ._config import HybridConfig
 from ._data import chunk_batch
 from ._model import HybridPolicyModel
@@ -117,6 +117,8 @@ def train(model_config: HybridConfig, config: TrainConfig) -> TrainResult:
         make_batch=chunk_batch,
         validate=validate,
         export=save_hybrid,
+        save_weights=save_weights,
+        load_weights=load_weights,
         averager=(lambda model: make_ema(model, config)) if config.ema else None,
         prepare=(lambda model: model.observation.backbone.to(memory_format=torch.channels_last))
         if config.channels_last
