@@ -131,6 +131,18 @@ class _Clip:
     magnitude: np.ndarray  # (A, 8), raw
 
 
+def row_file(base: Path, values: dict[str, str], key: str, source: Path, row: str) -> Path:
+    """The file a CSV row names in column ``key`` (relative to ``base``); an empty cell or a missing file raises,
+    naming the row and column."""
+    name = (values.get(key) or "").strip()
+    if not name:
+        raise RobotDataError(source, f"row {row}: {key}", "empty path")
+    path = base / name
+    if not path.is_file():
+        raise MissingFileError(path, f"row {row}: {key}")
+    return path
+
+
 def read_metadata_csv(path: Path, required: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     """The rows of a metadata CSV as (``"<i> (line <n>)"``, row dict); a missing file or column raises."""
     require_exists(path, "metadata")
@@ -207,12 +219,8 @@ class ActionVideoDataset(torch.utils.data.Dataset):
         needed = TIME_COMPRESSION * steps + 1  # frames the row's actions cover
         files = {}
         for key in self.config.data_file_keys:
-            name = (values.get(key) or "").strip()
-            if not name:
-                raise RobotDataError(source, f"row {row}: {key}", "empty path")
-            path = self.config.base_path / name
-            if not path.is_file():
-                raise MissingFileError(path, f"row {row}: {key}")
+            path = row_file(self.config.base_path, values, key, source, row)
+            name = values[key].strip()
             if self.config.check_videos and path.suffix.lower() in VIDEO_SUFFIXES:
                 try:
                     info = probe_video(path)

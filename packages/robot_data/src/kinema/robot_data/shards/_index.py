@@ -17,10 +17,12 @@ VERSION = 1
 
 @dataclass
 class ShardIndex:
-    """``shards``: one dict per finished shard, ``{"name", "samples", "bytes", "action_steps": [A per sample]}``;
-    ``rows_done``: source rows consumed so far (written or skipped); ``complete``: the writer finished;
+    """``shards``: one dict per finished shard, ``{"name", "samples", "bytes", "positions": [the source item of
+    each sample], ...}`` plus what readers plan windows with (``action_steps`` per sample; VACE-E: ``frames`` and
+    ``fps``); ``rows_done``: source items consumed so far (written or skipped); ``complete``: the writer finished;
     ``settings``: what the shards were written with (a resumed writer must be given the same);
-    ``statistics``: totals and per-action means of the source."""
+    ``statistics``: the totals of what the shards hold (per-action statistics for action-video), written when the
+    writer completes."""
 
     kind: str
     source: str

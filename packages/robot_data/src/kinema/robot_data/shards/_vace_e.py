@@ -45,8 +45,6 @@ class VaceESource:
         dataset = VaceEEpisodeDataset(VaceEConfig(base_path=base, metadata_path=metadata, strict=strict))
         self.candidates: list[VaceEEpisode] = dataset.episodes
         self.skipped: list[SkippedItem] = dataset.skipped
-        self.tasks: dict[str, int] = {}
-        self.frames = 0
 
     def settings(self) -> dict:
         return {"episodes": len(self.candidates)}
@@ -68,19 +66,16 @@ class VaceESource:
         meta = {"index": index, "task": episode.path.parent.name, "episode": episode.path.name,
                 "source": str(episode.path)}  # fmt: skip
         sample["meta.json"] = json.dumps(meta).encode()
-        self.pending = (meta["task"], len(episode.frame_indices))
         return sample, {"frames": len(episode.frame_indices), "fps": probe_video(episode.videos["video"]).fps}
 
-    def commit(self) -> None:
-        task, frames = self.pending
-        self.tasks[task] = self.tasks.get(task, 0) + 1
-        self.frames += frames
-
-    def resume_statistics(self, saved: dict) -> None:
-        self.tasks, self.frames = dict(saved.get("episodes_per_task", {})), saved.get("frames", 0)
-
-    def statistics_json(self, samples: int) -> dict:
-        return {"samples": samples, "frames": self.frames, "episodes_per_task": self.tasks}
+    def statistics(self, index) -> dict:
+        """Totals of the episodes the shards hold: samples, frames, episodes per task."""
+        episodes = [self.candidates[p] for shard in index.shards for p in shard["positions"]]
+        tasks: dict[str, int] = {}
+        for episode in episodes:
+            tasks[episode.path.parent.name] = tasks.get(episode.path.parent.name, 0) + 1
+        frames = sum(len(episode.frame_indices) for episode in episodes)
+        return {"samples": len(episodes), "frames": frames, "episodes_per_task": tasks}
 
 
 def write_vace_e_shards(

@@ -1,4 +1,5 @@
-"""``kinema-data shard``: an action-video dataset (metadata CSV + files) -> WebDataset tar shards + index.json.
+"""``kinema-data shard``: a dataset's samples (action-video rows here, VACE-E episodes in :mod:`._vace_e`) ->
+WebDataset tar shards + index.json.
 
 Each shard is written to a hidden temporary file and renamed when whole, then the index records it, so an
 interrupted run leaves only finished shards behind and the same command goes on from the next row.
@@ -15,49 +16,13 @@ import numpy as np
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from .._action_video import REQUIRED_COLUMNS, read_metadata_csv
+from .._action_video import REQUIRED_COLUMNS, read_metadata_csv, row_file
 from .._actions import DRONE_ACTIONS, parse_action_json
-from .._errors import MissingFileError, RobotDataError, SkippedItem, require_exists, warn_skipped
+from .._errors import RobotDataError, SkippedItem, require_exists, warn_skipped
 from ._index import INDEX_NAME, ShardIndex, read_index, write_index
 
 KIND = "action_video"
 SHARD_PATTERN = "shard-{:06d}.tar"
-
-
-class _Statistics:
-    """Running totals of the source's actions (per action: share of steps on, magnitude mean and std)."""
-
-    def __init__(self, saved: dict | None = None):
-        dims = len(DRONE_ACTIONS)
-        saved = saved or {}
-        self.steps = saved.get("_steps", 0)
-        self.on = np.asarray(saved.get("_on", [0.0] * dims))
-        self.sum = np.asarray(saved.get("_sum", [0.0] * dims))
-        self.sum_sq = np.asarray(saved.get("_sum_sq", [0.0] * dims))
-
-    def add(self, binary: np.ndarray, magnitude: np.ndarray) -> None:
-        self.steps += len(binary)
-        self.on += binary.sum(0)
-        self.sum += magnitude.sum(0)
-        self.sum_sq += np.square(magnitude.astype(np.float64)).sum(0)
-
-    def to_json(self, samples: int) -> dict:
-        n = max(1, self.steps)
-        mean = self.sum / n
-        std = np.sqrt(np.maximum(self.sum_sq / n - mean**2, 0.0))
-        named = lambda values: {a: round(float(v), 6) for a, v in zip(DRONE_ACTIONS, values, strict=True)}  # noqa: E731
-        return {
-            "samples": samples,
-            "action_steps": self.steps,
-            "action_on_share": named(self.on / n),
-            "magnitude_mean": named(mean),
-            "magnitude_std": named(std),
-            # the raw sums, so that a resumed writer continues them
-            "_steps": self.steps,
-            "_on": self.on.tolist(),
-            "_sum": self.sum.tolist(),
-            "_sum_sq": self.sum_sq.tolist(),
-        }
 
 
 def _member_suffix(path: Path) -> str:
@@ -76,7 +41,6 @@ class ActionVideoSource:
     def __init__(self, base: Path, metadata: Path, file_keys: tuple[str, ...]):
         self.base, self.path, self.file_keys = base, metadata, file_keys
         self.candidates = read_metadata_csv(metadata, (*REQUIRED_COLUMNS, *file_keys))
-        self.statistics = _Statistics()
 
     def settings(self) -> dict:
         return {"data_file_keys": list(self.file_keys), "rows": len(self.candidates)}
@@ -84,36 +48,39 @@ class ActionVideoSource:
     def sample(self, candidate: tuple[str, dict], index: int) -> tuple[dict, dict]:
         """(webdataset sample, per-sample info for the index) of one CSV row; a bad row raises RobotDataError."""
         row, values = candidate
-        binary, magnitude = parse_action_json(values["action"], source=str(self.path), row=row)
+        binary, _ = parse_action_json(values["action"], source=str(self.path), row=row)
         sample = {"__key__": f"{index:08d}", "prompt.txt": (values.get("prompt") or "").encode()}
         files = {}
         for column in self.file_keys:
-            name = (values.get(column) or "").strip()
-            if not name:
-                raise RobotDataError(self.path, f"row {row}: {column}", "empty path")
-            path = self.base / name
-            if not path.is_file():
-                raise MissingFileError(path, f"row {row}: {column}")
+            path = row_file(self.base, values, column, self.path, row)
             sample[f"{column}.{_member_suffix(path)}"] = path.read_bytes()
-            files[column] = name
+            files[column] = values[column].strip()
         sample["action.json"] = values["action"].encode()
         others = {k: v for k, v in values.items() if k not in (*REQUIRED_COLUMNS, *self.file_keys)}
         sample["meta.json"] = json.dumps(
             {"index": index, "row": row, "files": files, "columns": others}
         ).encode()
-        self.pending = (binary, magnitude)
         return sample, {"action_steps": len(binary)}
 
-    def commit(self) -> None:
-        """The last sample went into a shard: count it in the statistics."""
-        self.statistics.add(*self.pending)
+    def statistics(self, index: ShardIndex) -> dict:
+        """Totals and per-action statistics of the rows the shards hold (their actions parsed again)."""
+        positions = [p for shard in index.shards for p in shard["positions"]]
+        actions = [parse_action_json(self.candidates[p][1]["action"]) for p in positions]
+        if not actions:
+            return {"samples": 0, "action_steps": 0}
+        binary = np.concatenate([b for b, _ in actions]).astype(np.float64)
+        magnitude = np.concatenate([m for _, m in actions]).astype(np.float64)
 
-    def resume_statistics(self, saved: dict) -> None:
-        """Continue the totals an interrupted writer recorded in the index."""
-        self.statistics = _Statistics(saved)
+        def named(values):
+            return {a: round(float(v), 6) for a, v in zip(DRONE_ACTIONS, values, strict=True)}
 
-    def statistics_json(self, samples: int) -> dict:
-        return self.statistics.to_json(samples)
+        return {
+            "samples": len(positions),
+            "action_steps": len(binary),
+            "action_on_share": named(binary.mean(0)),
+            "magnitude_mean": named(magnitude.mean(0)),
+            "magnitude_std": named(magnitude.std(0)),
+        }
 
 
 def _sample_bytes(sample: dict) -> int:
@@ -175,7 +142,6 @@ def write_shards(source, out_dir, max_shard_bytes: int, max_shard_samples: int |
         (out / name).write_bytes(data)
     for stale in out.glob(".shard-*.tar.tmp"):
         stale.unlink()  # the shard an interrupted run was writing
-    source.resume_statistics(index.statistics)
     # items the source left out while indexing (it warned about them) are listed too, when the index is new
     skipped = [SkippedItem(*item) for item in index.skipped] or list(getattr(source, "skipped", []))
     found_here = len(skipped)
@@ -187,7 +153,10 @@ def write_shards(source, out_dir, max_shard_bytes: int, max_shard_samples: int |
     while position < len(candidates):
         name = SHARD_PATTERN.format(len(index.shards))
         tmp = out / f".{name}.tmp"
-        shard = {"name": name, "samples": 0, "bytes": 0} | {key: [] for key in source.info_keys}
+        # positions: which of the source's candidates the samples are (the statistics are computed from them)
+        shard = {"name": name, "samples": 0, "bytes": 0, "positions": []} | {
+            key: [] for key in source.info_keys
+        }
         with open(tmp, "wb") as stream:
             writer = wds.TarWriter(stream, encoder=False, mtime=0.0)
             try:
@@ -209,7 +178,7 @@ def write_shards(source, out_dir, max_shard_bytes: int, max_shard_samples: int |
                     if full:
                         break
                     writer.write(sample)
-                    source.commit()
+                    shard["positions"].append(position)
                     shard["samples"] += 1
                     shard["bytes"] += size
                     for key in source.info_keys:
@@ -227,9 +196,9 @@ def write_shards(source, out_dir, max_shard_bytes: int, max_shard_samples: int |
             index.shards.append(shard)
         index.rows_done = position
         index.skipped = [[s.path, s.field, s.reason] for s in skipped]
-        index.statistics = source.statistics_json(written)
         write_index(out, index)
     bar.close()
+    index.statistics = source.statistics(index)
     index.complete = True
     write_index(out, index)
     warn_skipped(f"sharding {source.path}", skipped[found_here:], len(candidates))
