@@ -104,33 +104,26 @@ class BatchStream:
         self._iterator = None
 
     def _start(self) -> None:
+        sampler = None
         if self.streamed:
             # every process consumed position / world samples of its own stream this epoch
             self.dataset.set_epoch(self.epoch, self.position // self.world)
-            loader = DataLoader(
-                self.dataset,
-                batch_size=self.config.batch_size,
-                num_workers=self.config.dataset_num_workers,
-                collate_fn=self.collate_fn,
-                persistent_workers=False,
-            )
-            self._iterator = iter(loader)
-            return
-        if hasattr(self.dataset, "set_epoch"):
-            # random windows are drawn from (seed, epoch, index): set before the workers copy the dataset, so a run
-            # resumed in this epoch draws the windows the uninterrupted run drew
-            self.dataset.set_epoch(self.epoch)
-        order_sampler = EpochSampler(len(self.dataset), self.config.seed)
-        order_sampler.set_epoch(self.epoch, self.position)
-        remaining = list(order_sampler)
-        usable = (
-            len(remaining) // self.global_batch * self.global_batch
-        )  # drop the ragged tail: every process steps
-        mine = remaining[:usable][self.rank :: self.world]
+        else:
+            if hasattr(self.dataset, "set_epoch"):
+                # random windows are drawn from (seed, epoch, index): set before the workers copy the dataset, so a
+                # run resumed in this epoch draws the windows the uninterrupted run drew
+                self.dataset.set_epoch(self.epoch)
+            order_sampler = EpochSampler(len(self.dataset), self.config.seed)
+            order_sampler.set_epoch(self.epoch, self.position)
+            remaining = list(order_sampler)
+            usable = (
+                len(remaining) // self.global_batch * self.global_batch
+            )  # drop the ragged tail: every process steps
+            sampler = remaining[:usable][self.rank :: self.world]
         loader = DataLoader(
             self.dataset,
             batch_size=self.config.batch_size,
-            sampler=mine,
+            sampler=sampler,
             num_workers=self.config.dataset_num_workers,
             collate_fn=self.collate_fn,
             persistent_workers=False,
